@@ -1,0 +1,88 @@
+"""Encoders: mask-aware last-4 pooling, offline loading of local HF directories, shapes."""
+import numpy as np
+import pytest
+import torch
+
+from duch_desktop.core import encoders
+from duch_desktop.core.jobs import UserError
+
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "dense", "residential", "area", "near", "highway",
+         "many", "planes", "airport", "storage", "tanks", "."]
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory):
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    path = tmp_path_factory.mktemp("tiny-bert")
+    (path / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
+    BertTokenizer(str(path / "vocab.txt")).save_pretrained(path)
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
+                         intermediate_size=37, max_position_embeddings=128)).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_resnet(tmp_path_factory):
+    from transformers import ResNetConfig, ResNetModel
+
+    path = tmp_path_factory.mktemp("tiny-resnet")
+    torch.manual_seed(0)
+    ResNetModel(ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic")).save_pretrained(path)
+    return path
+
+
+def test_pooling_ignores_padding():
+    torch.manual_seed(0)
+    layers = [torch.randn(1, 5, 3) for _ in range(6)]
+    mask = torch.tensor([[1, 1, 1, 0, 0]])
+    pooled = encoders.pool_last4_mean(layers, mask)
+    expected = sum(layers[-4:])[0, :3].mean(0)
+    torch.testing.assert_close(pooled[0], expected)
+    # garbage in the padded positions must not change anything
+    noisy = [t.clone() for t in layers]
+    for t in noisy:
+        t[0, 3:] = 100
+    torch.testing.assert_close(encoders.pool_last4_mean(noisy, mask), pooled)
+
+
+def test_text_encoder_from_local_dir_is_padding_invariant(tiny_bert):
+    enc = encoders.load_text_encoder(str(tiny_bert), device="cpu")
+    assert enc.dim == 32 and enc.identity.startswith("hf:")
+    alone = enc.encode(["a dense area"])
+    batched = enc.encode(["a dense area", "many planes near a highway near a residential area ."])
+    assert batched.shape == (2, 32) and batched.dtype == np.float32
+    np.testing.assert_allclose(alone[0], batched[0], atol=1e-5)
+
+
+def test_text_encoder_truncates_long_input(tiny_bert):
+    enc = encoders.load_text_encoder(str(tiny_bert), device="cpu")
+    out = enc.encode(["highway " * 2000])
+    assert out.shape == (1, 32) and np.isfinite(out).all()
+
+
+def test_image_encoder_from_local_dir(tiny_resnet):
+    enc = encoders.load_image_encoder(str(tiny_resnet), device="cpu")
+    imgs = np.random.default_rng(0).integers(0, 255, size=(3, enc.input_size, enc.input_size, 3), dtype=np.uint8)
+    out = enc.encode(imgs)
+    assert out.shape == (3, enc.dim) and enc.dim == 16 and np.isfinite(out).all()
+
+
+def test_missing_model_dir_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="config.json"):
+        encoders.load_text_encoder(str(tmp_path / "nope"))
+    with pytest.raises(UserError, match="config.json"):
+        encoders.load_image_encoder(str(tmp_path))
+
+
+@pytest.mark.slow
+def test_default_encoders_load_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    text = encoders.load_text_encoder(device="cpu")
+    image = encoders.load_image_encoder(device="cpu")
+    assert text.dim == 384 and image.dim == 1280
+    t = text.encode(["many planes at an airport", "planes parked at the airport", "a forest"])
+    cos = t @ t.T / np.outer(np.linalg.norm(t, axis=1), np.linalg.norm(t, axis=1))
+    assert cos[0, 1] > cos[0, 2]
+    assert image.encode(np.zeros((1, 224, 224, 3), np.uint8)).shape == (1, 1280)
