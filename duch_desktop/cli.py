@@ -1,0 +1,313 @@
+"""``duch``: index a folder of tiles, then search it by text or image from the command line.
+
+Indexes live outside the imagery folder, in ``<user data dir>/duch-desktop/indexes/<name>-<hash>``
+(``platformdirs.user_data_dir``; e.g. ``~/.local/share/duch-desktop/indexes`` on Linux) unless
+``--index-dir`` is given. Query commands take ``--index-dir D`` or ``--folder F``; with neither
+they use the most recently indexed folder.
+
+Exit codes: 0 ok; 2 a problem the user can fix (one line on stderr); 1 an unexpected error
+(one line; the traceback with ``--debug``); 130 indexing cancelled with Ctrl-C (resumable).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+import traceback
+from dataclasses import asdict
+from pathlib import Path
+
+from .core.jobs import UserError
+
+OUTPUTS = ("json", "csv", "geojson")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr and exit code 2."""
+
+    def error(self, message: str) -> None:  # noqa: D102 - argparse API
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 0, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``duch`` argument parser (research subcommands are added when installed)."""
+    debug = _Parser(add_help=False)
+    # SUPPRESS: a subcommand's missing --debug must not reset one given before the subcommand.
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show the full traceback of unexpected errors")
+    where = _Parser(add_help=False, parents=[debug])
+    group = where.add_mutually_exclusive_group()
+    group.add_argument("--index-dir", type=Path, help="index directory (default: the folder's index in the user data dir)")
+    group.add_argument("--folder", type=Path, help="the indexed folder (its default index is used)")
+    where.add_argument("--model", type=Path, help="hashing model bundle (default: the one the index was built with)")
+    out = _Parser(add_help=False)
+    fmt = out.add_mutually_exclusive_group()
+    for name in OUTPUTS:
+        fmt.add_argument(f"--{name}", dest="output", action="store_const", const=name, help=f"print {name.upper()}")
+
+    parser = _Parser(prog="duch", description="Offline text-to-image search over a folder of satellite tiles.")
+    parser.add_argument("--debug", action="store_true", default=False, help=argparse.SUPPRESS)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("index", parents=[debug], help="index (or update the index of) a folder of tiles")
+    p.add_argument("folder", type=Path, metavar="FOLDER")
+    p.add_argument("--index-dir", type=Path, help="where to keep the index (default: the user data dir)")
+    p.add_argument("--model", type=Path, help="hashing model bundle (default: the shipped model)")
+    p.add_argument("--bands", help="1-based bands shown as red,green,blue, e.g. 4,3,2 (default: the first three)")
+    p.add_argument("--stretch", choices=("auto", "percentile", "none"), help="contrast stretch (default: auto)")
+    p.add_argument("--follow-symlinks", action="store_true", help="also follow links leading outside the folder")
+    p.add_argument("--captions", type=Path, help="captions to search with `duch captions` (CSV file,caption or JSON)")
+    p.add_argument("--workers", type=_non_negative, help="decoding processes (default: 2, or 0 on machines with 2 cores or fewer)")
+    p.add_argument("--batch-size", type=_positive, default=32, help=argparse.SUPPRESS)
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=cmd_index)
+
+    p = sub.add_parser("search", parents=[where, out], help="find tiles matching a description")
+    p.add_argument("text", metavar="TEXT")
+    p.add_argument("-k", type=_positive, default=20, help="number of results (default 20)")
+    p.add_argument("--radius", type=_non_negative, help="only results within this Hamming distance")
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("similar", parents=[where, out], help="find tiles that look like an image or an indexed tile")
+    p.add_argument("image", metavar="IMAGE_OR_TILE_ID")
+    p.add_argument("-k", type=_positive, default=20, help="number of results (default 20)")
+    p.add_argument("--radius", type=_non_negative, help="only results within this Hamming distance")
+    p.set_defaults(func=cmd_similar)
+
+    p = sub.add_parser("captions", parents=[where], help="suggest captions for an image or an indexed tile")
+    p.add_argument("image", metavar="IMAGE_OR_TILE_ID")
+    p.add_argument("-k", type=_positive, default=10, help="number of captions (default 10)")
+    p.add_argument("--json", dest="output", action="store_const", const="json", help="print JSON")
+    p.set_defaults(func=cmd_captions)
+
+    p = sub.add_parser("info", parents=[where], help="show what an index holds")
+    p.add_argument("--errors", action="store_true", help="list the files that could not be read")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_info)
+
+    try:
+        from . import cli_research
+    except ImportError:  # research commands are optional (not part of a desktop-only install)
+        cli_research = None
+    if cli_research is not None:
+        cli_research.register(sub)
+    return parser
+
+
+# --------------------------------------------------------------------------- commands
+
+def cmd_index(args) -> int:
+    """``duch index FOLDER``: create or update the folder's index with a progress bar."""
+    from tqdm import tqdm
+
+    from .core import imagery
+    from .core.defaults import default_index_dir
+    from .core.index import Archive
+
+    folder = Path(os.path.abspath(args.folder))
+    if not folder.is_dir():
+        raise UserError(f"folder not found: {_show(args.folder)}")
+    try:
+        bands = imagery.parse_bands(args.bands)
+    except ValueError as e:
+        raise UserError(str(e)) from e
+    index_dir = args.index_dir or default_index_dir(folder)
+    archive = Archive.open(index_dir, model=args.model, create_root=folder)
+    bar = None
+    try:
+        job = archive.index(bands=bands, follow_symlinks=args.follow_symlinks, batch_size=args.batch_size,
+                            workers=args.workers, captions_file=args.captions, stretch=args.stretch)
+        # disable=None: no bar when stderr is not a terminal (logs, pipes, tests).
+        bar = tqdm(total=0, unit="tile", file=sys.stderr, disable=None, dynamic_ncols=True)
+        try:
+            for event in job:
+                if event.stage == "index" and event.total:
+                    bar.total, bar.n = event.total, event.done
+                    bar.set_postfix_str(f"{event.info.get('rate', 0):.1f} tiles/s, {event.info.get('errors', 0)} errors",
+                                        refresh=False)
+                    bar.refresh()
+                elif event.stage == "scan":
+                    bar.set_description_str(f"scanning ({event.done} files)")
+                elif event.message and event.stage == "index":
+                    bar.write(event.message, file=sys.stderr)
+                if event.stage == "index" and event.total:
+                    bar.set_description_str("indexing")
+        except KeyboardInterrupt:
+            job.close()  # commits finished batches and leaves a consistent index
+            bar.close()
+            print(f"cancelled; {archive.stats()['tiles']} tiles indexed, run again to resume", file=sys.stderr)
+            return 130
+        report = archive.last_report
+    finally:
+        if bar is not None:
+            bar.close()
+        archive.close()
+    if args.json:
+        print(json.dumps({**asdict(report), "index_dir": str(archive.index_dir)}, indent=2))
+    else:
+        errors = f"{report.errors} unreadable (see `duch info --errors`)" if report.errors else "0 unreadable"
+        print(f"{report.added} added, {report.updated} updated, {report.moved} moved, {report.removed} removed, "
+              f"{report.unchanged} unchanged, {errors} in {report.seconds:.1f} s")
+        print(f"index: {archive.index_dir}")
+    return 0
+
+
+def cmd_search(args) -> int:
+    """``duch search TEXT``: ranked tiles for a typed description."""
+    with _open_archive(args) as archive:
+        _print_hits(archive.search_text(args.text, k=args.k, radius=args.radius), args.output)
+    return 0
+
+
+def cmd_similar(args) -> int:
+    """``duch similar IMAGE_OR_TILE_ID``: ranked tiles that look like the query."""
+    with _open_archive(args) as archive:
+        _print_hits(archive.similar(_image_arg(args.image), k=args.k, radius=args.radius), args.output)
+    return 0
+
+
+def cmd_captions(args) -> int:
+    """``duch captions IMAGE_OR_TILE_ID``: captions of the caption archive nearest to the image."""
+    with _open_archive(args) as archive:
+        hits = archive.captions_for(_image_arg(args.image), k=args.k)
+        if not hits and archive.stats()["captions"] == 0:
+            print("this index has no captions: pass --captions FILE to `duch index`", file=sys.stderr)
+    if args.output == "json":
+        print(json.dumps([{"rank": r, **asdict(h)} for r, h in enumerate(hits, 1)], indent=2))
+    else:
+        for r, h in enumerate(hits, 1):
+            print(f"{r:>4}  {h.distance:>4}  {h.text}  [{h.source}]")
+    return 0
+
+
+def cmd_info(args) -> int:
+    """``duch info``: counts, model, options and (with --errors) the unreadable files."""
+    with _open_archive(args) as archive:
+        stats, errors = archive.stats(), archive.errors() if args.errors else None
+    if args.json:
+        print(json.dumps({**stats, **({"error_files": [list(e) for e in errors]} if errors is not None else {})},
+                         indent=2))
+        return 0
+    for key, value in stats.items():
+        print(f"{key:>17}: {value}")
+    for rel, reason in errors or []:
+        print(f"{_show(rel)}: {reason}")
+    return 0
+
+
+# --------------------------------------------------------------------------- helpers
+
+def _open_archive(args):
+    from .core.defaults import default_index_dir, known_index_dirs
+    from .core.index import Archive
+
+    if args.index_dir is not None:
+        index_dir = args.index_dir
+    elif args.folder is not None:
+        if not args.folder.is_dir():
+            raise UserError(f"folder not found: {_show(args.folder)}")
+        index_dir = default_index_dir(args.folder)
+        if not index_dir.is_dir():
+            raise UserError(f"{_show(args.folder)} is not indexed yet: run `duch index {_show(args.folder)}` first")
+    else:
+        known = known_index_dirs()
+        if not known:
+            raise UserError("no index yet: run `duch index FOLDER` first")
+        index_dir = known[0]
+    return Archive.open(index_dir, model=args.model)
+
+
+def _image_arg(text: str):
+    """A tile id (digits that are not also a file name) or an image path."""
+    if text.isdigit() and not Path(text).exists():
+        return int(text)
+    path = Path(text)
+    if not path.is_file():
+        raise UserError(f"image not found: {_show(text)}")
+    return path
+
+
+def _show(path) -> str:
+    """Printable form of a path whose name may not be valid UTF-8."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def _print_hits(hits, output: str | None) -> None:
+    if output == "json":
+        print(json.dumps([{"rank": h.rank, "tile_id": h.tile_id, "distance": h.distance, "path": os.fspath(h.path),
+                           "rel": h.rel, "footprint": h.footprint} for h in hits], indent=2))
+    elif output == "csv":
+        w = csv.writer(sys.stdout, lineterminator="\n")
+        w.writerow(["rank", "distance", "path", "tile_id"])
+        for h in hits:
+            w.writerow([h.rank, h.distance, _show(h.path), h.tile_id])
+    elif output == "geojson":
+        features = [{"type": "Feature",
+                     "geometry": {"type": "Polygon", "coordinates": [[list(p) for p in h.footprint]]} if h.footprint else None,
+                     "properties": {"rank": h.rank, "path": os.fspath(h.path), "distance": h.distance, "tile_id": h.tile_id}}
+                    for h in hits]
+        print(json.dumps({"type": "FeatureCollection", "features": features}, indent=2))
+    else:
+        if not hits:
+            print("no results", file=sys.stderr)
+            return
+        print(f"{'rank':>4}  {'dist':>4}  path")
+        for h in hits:
+            print(f"{h.rank:>4}  {h.distance:>4}  {_show(h.path)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``duch`` with ``argv`` (default: the command line); returns the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # usage errors and --help: return the code instead of leaving the process
+        return e.code if isinstance(e.code, int) else 2
+    if getattr(args, "func", None) is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except (UserError, ValueError) as e:
+        print(f"duch: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("duch: cancelled", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - the CLI's last line of defence: one line, not a traceback
+        if args.debug:
+            traceback.print_exc()
+        print(f"duch: unexpected error: {type(e).__name__}: {_one_line(e)} (run with --debug for details)",
+              file=sys.stderr)
+        return 1
+
+
+def _one_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else type(e).__name__
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""Where things live by default, and how a model bundle's encoders are brought back to life.
+
+- the default hashing model: ``resources/models/default`` in the repository/installation;
+- the default index of a folder: ``platformdirs.user_data_dir("duch-desktop")/indexes/<name>-<hash>``
+  (never inside the imagery folder: indexing must not write there);
+- encoders named in a bundle: a small registry of factories by identity prefix, falling back to
+  :mod:`encoders` (tests register tiny fake encoders here instead of patching production code).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+from typing import Callable
+
+from .jobs import UserError
+
+_RESOURCES = Path(__file__).resolve().parents[2] / "resources"
+APP_NAME = "duch-desktop"
+INDEXES = "indexes"
+
+# identity prefix -> factory(identity) -> encoder
+_ENCODER_FACTORIES: dict[str, Callable[[str], object]] = {}
+
+
+def default_model_dir() -> Path:
+    """The shipped hashing model bundle; :class:`UserError` when there is none."""
+    path = _RESOURCES / "models" / "default"
+    if not (path / "model.json").is_file():
+        raise UserError(f"no hashing model found at {path}: train one with `duch train` or pass --model")
+    return path
+
+
+def demo_dir() -> Path:
+    """The small demo folder of tiles shipped with the app (``resources/demo``)."""
+    return _RESOURCES / "demo"
+
+
+def data_dir() -> Path:
+    """Per-user data folder of the app (indexes live below it)."""
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir(APP_NAME))
+
+
+def default_index_dir(folder: str | os.PathLike) -> Path:
+    """Index directory used for ``folder`` when none is given: outside the folder, one per path.
+
+    ``<user data dir>/indexes/<folder name, sanitised>-<12 hex of sha1(absolute path)>``; the
+    hash keeps two folders with the same name apart, the name keeps the listing readable.
+    """
+    absolute = os.path.abspath(os.fsencode(folder))
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", os.fsdecode(os.path.basename(absolute)).encode(
+        "utf-8", "replace").decode("ascii", "replace")).strip("._") or "root"
+    digest = hashlib.sha1(absolute).hexdigest()[:12]
+    return data_dir() / INDEXES / f"{name[:40]}-{digest}"
+
+
+def known_index_dirs() -> list[Path]:
+    """Index directories under the default location, most recently changed first."""
+    base = data_dir() / INDEXES
+    if not base.is_dir():
+        return []
+    found = [p for p in base.iterdir() if (p / "archive.sqlite").is_file()]
+    return sorted(found, key=lambda p: (p / "archive.sqlite").stat().st_mtime, reverse=True)
+
+
+# --------------------------------------------------------------------------- encoders
+
+def register_encoder_factory(prefix: str, factory: Callable[[str], object]) -> None:
+    """Make identities starting with ``prefix`` load through ``factory(identity) -> encoder``.
+
+    Used for encoders that :mod:`encoders` cannot build from a spec (tests' tiny encoders,
+    plug-ins). A later registration of the same prefix replaces the earlier one.
+    """
+    _ENCODER_FACTORIES[prefix] = factory
+
+
+def unregister_encoder_factory(prefix: str) -> None:
+    """Undo :func:`register_encoder_factory` (no error when absent)."""
+    _ENCODER_FACTORIES.pop(prefix, None)
+
+
+def _from_registry(identity: str):
+    for prefix, factory in _ENCODER_FACTORIES.items():
+        if identity.startswith(prefix):
+            return factory(identity)
+    return None
+
+
+def load_image_encoder_for(identity: str):
+    """Image encoder for an identity recorded in a model bundle (registry first, then encoders.py)."""
+    enc = _from_registry(identity)
+    if enc is None:
+        from . import encoders
+
+        enc = encoders.load_image_encoder(encoders.encoder_spec_from_identity(identity))
+    return enc
+
+
+def load_text_encoder_for(identity: str):
+    """Text encoder for an identity recorded in a model bundle (registry first, then encoders.py)."""
+    enc = _from_registry(identity)
+    if enc is None:
+        from . import encoders
+
+        enc = encoders.load_text_encoder(encoders.encoder_spec_from_identity(identity))
+    return enc
+
+
+def check_encoder_dim(encoder, dim: int, kind: str) -> None:
+    """:class:`UserError` unless ``encoder`` makes the ``dim``-d features the model's ``kind`` head takes."""
+    got = int(getattr(encoder, "dim", dim))
+    if got != dim:
+        raise UserError(f"the hashing model expects {dim}-d {kind} features but the {kind} encoder "
+                        f"{getattr(encoder, 'identity', '?')} gives {got}-d: use the encoder it was trained with")
+
+
+def load_model(directory: str | os.PathLike | None = None):
+    """Load the hashing model bundle at ``directory`` (default: :func:`default_model_dir`)."""
+    from .hashing import DuchModel
+
+    path = Path(directory) if directory is not None else default_model_dir()
+    if not (path / "model.json").is_file():
+        raise UserError(f"no hashing model found at {path}: train one with `duch train` or pass --model")
+    return DuchModel.load(path)
+
+
+def resolve_model(model=None, recorded: str | None = None):
+    """``(DuchModel, bundle dir or None)`` from a model, a bundle path, or else the recorded/default bundle."""
+    from .hashing import DuchModel
+
+    if isinstance(model, DuchModel):
+        return model, None
+    if model is not None:
+        path = Path(model)
+    elif recorded and Path(recorded).is_dir():
+        path = Path(recorded)
+    else:
+        path = default_model_dir()
+    return load_model(path), path.resolve()
+
+
+def default_workers() -> int:
+    """Decoding processes used when none are asked for: up to 2, but none on a machine of <= 2 cores.
+
+    Decoding costs ~10x less than encoding; on 2 cores, worker processes oversubscribe torch's
+    threads and measured indexing ran 2.5x slower with 2 workers than with in-process decoding.
+    """
+    return min(2, max(0, (os.cpu_count() or 1) - 2))

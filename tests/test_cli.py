@@ -1,0 +1,180 @@
+"""The ``duch`` CLI: outputs, exit codes, one-line errors, Ctrl-C, and a real subprocess run."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from duch_desktop.cli import main
+from tests.conftest import CLASSES, PER_CLASS
+
+N = len(CLASSES) * PER_CLASS
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _run(capsys, *argv) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def indexed(tmp_path, tile_folder, tiny_model_dir, user_captions, capsys) -> Path:
+    index_dir = tmp_path / "index"
+    code, out, err = _run(capsys, "index", tile_folder, "--index-dir", index_dir, "--model", tiny_model_dir,
+                          "--workers", 0, "--captions", user_captions, "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["added"] == N and report["errors"] == 0 and report["index_dir"] == str(index_dir)
+    return index_dir
+
+
+def test_search_outputs(indexed, capsys):
+    code, out, _ = _run(capsys, "search", "green forest", "--index-dir", indexed, "-k", 5, "--json")
+    hits = json.loads(out)
+    assert code == 0 and [h["rank"] for h in hits] == [1, 2, 3, 4, 5]
+    assert set(hits[0]) >= {"rank", "tile_id", "distance", "path", "rel", "footprint"}
+    assert [h["distance"] for h in hits] == sorted(h["distance"] for h in hits)
+
+    code, out, _ = _run(capsys, "search", "green forest", "--index-dir", indexed, "-k", 5, "--csv")
+    rows = list(csv.reader(io.StringIO(out)))
+    assert code == 0 and rows[0] == ["rank", "distance", "path", "tile_id"] and len(rows) == 6
+
+    code, out, _ = _run(capsys, "search", "green forest", "--index-dir", indexed, "-k", N, "--geojson")
+    fc = json.loads(out)
+    assert code == 0 and fc["type"] == "FeatureCollection" and len(fc["features"]) == N
+    for f in fc["features"]:
+        assert set(f["properties"]) >= {"rank", "path", "distance"}
+        if f["properties"]["path"].endswith(".tif"):
+            ring = f["geometry"]["coordinates"][0]
+            assert f["geometry"]["type"] == "Polygon" and len(ring) == 5 and ring[0] == ring[-1]
+        else:
+            assert f["geometry"] is None
+
+    code, out, _ = _run(capsys, "search", "green forest", "--index-dir", indexed, "-k", 3, "--radius", 16)
+    lines = out.splitlines()
+    assert code == 0 and lines[0].split() == ["rank", "dist", "path"] and len(lines) == 4
+
+
+def test_similar_captions_info(indexed, tile_folder, capsys):
+    code, out, _ = _run(capsys, "similar", 1, "--index-dir", indexed, "-k", 3, "--json")
+    assert code == 0 and len(json.loads(out)) == 3 and 1 not in [h["tile_id"] for h in json.loads(out)]
+    code, out, _ = _run(capsys, "similar", tile_folder / "water" / "water_0.png", "--index-dir", indexed, "-k", 2)
+    assert code == 0 and "water_0.png" in out.splitlines()[1]
+
+    code, out, _ = _run(capsys, "captions", 1, "--index-dir", indexed, "-k", 3, "--json")
+    caps = json.loads(out)
+    assert code == 0 and len(caps) == 3 and set(caps[0]) == {"rank", "text", "distance", "source"}
+    code, out, _ = _run(capsys, "captions", tile_folder / "field" / "field_0.png", "--index-dir", indexed)
+    assert code == 0 and len(out.splitlines()) == 10
+
+    code, out, _ = _run(capsys, "info", "--index-dir", indexed, "--json", "--errors")
+    info = json.loads(out)
+    assert code == 0 and info["tiles"] == N and info["error_files"] == [] and info["bits"] == 16
+    code, out, _ = _run(capsys, "info", "--index-dir", indexed)
+    assert code == 0 and "tiles: 12" in out
+
+
+def test_default_index_location_is_outside_the_folder(tile_folder, tiny_model_dir, capsys, tmp_path):
+    code, out, err = _run(capsys, "index", tile_folder, "--model", tiny_model_dir, "--workers", 0)
+    assert code == 0, err
+    index_dir = Path(out.strip().splitlines()[-1].removeprefix("index: "))
+    assert index_dir.parent == Path(os.environ["XDG_DATA_HOME"]) / "duch-desktop" / "indexes"
+    assert index_dir.name.startswith("tiles-") and (index_dir / "archive.sqlite").is_file()
+    code, out, _ = _run(capsys, "search", "forest", "--folder", tile_folder, "--json", "-k", 2)
+    assert code == 0 and len(json.loads(out)) == 2
+    code, out, _ = _run(capsys, "search", "forest", "--json", "-k", 2)  # the most recent index
+    assert code == 0 and len(json.loads(out)) == 2
+    code, out, _ = _run(capsys, "info", "--folder", tmp_path, "--json")  # a folder never indexed
+    assert code == 2
+
+
+def _one_line_error(capsys, *argv, code=2) -> str:
+    got, out, err = _run(capsys, *argv)
+    assert got == code, (out, err)
+    assert len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err
+    return err
+
+
+def test_user_errors_are_one_line_with_exit_2(tmp_path, tile_folder, tiny_model_dir, capsys):
+    assert "folder not found" in _one_line_error(capsys, "index", tmp_path / "missing", "--model", tiny_model_dir)
+    assert "no index" in _one_line_error(capsys, "search", "x", "--index-dir", tmp_path / "none")
+    assert "no index yet" in _one_line_error(capsys, "search", "x")
+    assert "bad band list" in _one_line_error(capsys, "index", tile_folder, "--bands", "4,x",
+                                              "--model", tiny_model_dir)
+    assert "no hashing model" in _one_line_error(capsys, "index", tile_folder, "--index-dir", tmp_path / "i",
+                                                 "--model", tmp_path)
+    bad = tmp_path / "bad-index"
+    bad.mkdir()
+    (bad / "archive.sqlite").write_bytes(b"garbage" * 200)
+    assert "unreadable" in _one_line_error(capsys, "info", "--index-dir", bad)
+    _one_line_error(capsys, "search", "-k", "0", "x")  # argparse errors too
+    _one_line_error(capsys, "frobnicate")
+
+
+def test_query_errors(indexed, capsys):
+    assert "type a description" in _one_line_error(capsys, "search", "  ", "--index-dir", indexed)
+    assert "no tile with id 999" in _one_line_error(capsys, "similar", 999, "--index-dir", indexed)
+    assert "image not found" in _one_line_error(capsys, "captions", "nope.png", "--index-dir", indexed)
+
+
+def test_unexpected_errors_exit_1_traceback_only_with_debug(indexed, capsys, monkeypatch):
+    from duch_desktop.core.index import Archive
+
+    def boom(self, *a, **k):
+        raise RuntimeError("boom\nsecond line")
+
+    monkeypatch.setattr(Archive, "search_text", boom)
+    err = _one_line_error(capsys, "search", "x", "--index-dir", indexed, code=1)
+    assert "RuntimeError: boom" in err
+    code, _, err = _run(capsys, "search", "x", "--index-dir", indexed, "--debug")
+    assert code == 1 and "Traceback" in err
+
+
+def test_ctrl_c_cancels_cleanly_and_resumes(tmp_path, tile_folder, tiny_model_dir, capsys, monkeypatch):
+    import tqdm
+
+    class InterruptingBar(tqdm.tqdm):
+        events = 0
+
+        def set_postfix_str(self, *a, **k):  # called once per indexing progress event
+            InterruptingBar.events += 1
+            if InterruptingBar.events == 2:
+                raise KeyboardInterrupt
+            return super().set_postfix_str(*a, **k)
+
+    monkeypatch.setattr(tqdm, "tqdm", InterruptingBar)
+    index_dir = tmp_path / "index"
+    code, _, err = _run(capsys, "index", tile_folder, "--index-dir", index_dir, "--model", tiny_model_dir,
+                        "--workers", 0, "--batch-size", 1)
+    assert code == 130 and "cancelled; 2 tiles indexed, run again to resume" in err
+    monkeypatch.undo()
+    code, out, _ = _run(capsys, "index", tile_folder, "--index-dir", index_dir, "--model", tiny_model_dir,
+                        "--workers", 0, "--json")
+    report = json.loads(out)
+    assert code == 0 and (report["added"], report["unchanged"]) == (N - 2, 2)
+
+
+def test_subprocess_with_real_hf_encoders(tmp_path, tile_folder, hf_model_dir):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    index_dir = tmp_path / "index"
+
+    def duch(*argv):
+        return subprocess.run([sys.executable, "-m", "duch_desktop.cli", *map(str, argv)], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=300)
+
+    res = duch("index", tile_folder, "--index-dir", index_dir, "--model", hf_model_dir, "--workers", 0, "--json")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["added"] == N
+    res = duch("search", "a dense green forest", "--index-dir", index_dir, "-k", 4, "--geojson")
+    assert res.returncode == 0, res.stderr
+    assert len(json.loads(res.stdout)["features"]) == 4
+    res = duch("search", "", "--index-dir", index_dir)
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
