@@ -20,6 +20,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from .core.jobs import UserError
+from .core.store import window_text
 
 OUTPUTS = ("json", "csv", "geojson")
 
@@ -51,6 +52,16 @@ def _non_negative(text: str) -> int:
     return value
 
 
+def _non_negative_number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not (value >= 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a number of at least 0, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``duch`` argument parser (research subcommands are added when installed)."""
     debug = _Parser(add_help=False)
@@ -77,6 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", type=Path, help="hashing model bundle (default: the shipped model)")
     p.add_argument("--bands", help="1-based bands shown as red,green,blue, e.g. 4,3,2 (default: the first three)")
     p.add_argument("--stretch", choices=("auto", "percentile", "none"), help="contrast stretch (default: auto)")
+    p.add_argument("--chip", type=_non_negative, metavar="PX",
+                   help="cut rasters larger than PX x PX pixels into chips searched on their own "
+                        "(0: off; default: as the index was built, else off)")
+    p.add_argument("--chip-m", type=_non_negative_number, metavar="M",
+                   help="chip size in metres where the ground pixel size is known (resampled to the model's "
+                        "resolution); other rasters use --chip, default 256 (0: off)")
+    p.add_argument("--overlap", type=_non_negative_number, metavar="N",
+                   help="overlap of neighbouring chips: pixels, or metres with --chip-m (default 0)")
     p.add_argument("--follow-symlinks", action="store_true", help="also follow links leading outside the folder")
     p.add_argument("--captions", type=Path, help="captions to search with `duch captions` (CSV file,caption or JSON)")
     p.add_argument("--workers", type=_non_negative, help="decoding processes (default: 2, or 0 on machines with 2 cores or fewer)")
@@ -138,7 +157,8 @@ def cmd_index(args) -> int:
     bar = None
     try:
         job = archive.index(bands=bands, follow_symlinks=args.follow_symlinks, batch_size=args.batch_size,
-                            workers=args.workers, captions_file=args.captions, stretch=args.stretch)
+                            workers=args.workers, captions_file=args.captions, stretch=args.stretch,
+                            chip=args.chip, overlap=args.overlap, chip_m=args.chip_m)
         # disable=None: no bar when stderr is not a terminal (logs, pipes, tests).
         bar = tqdm(total=0, unit="tile", file=sys.stderr, disable=None, dynamic_ncols=True)
         try:
@@ -150,6 +170,8 @@ def cmd_index(args) -> int:
                     bar.refresh()
                 elif event.stage == "scan":
                     bar.set_description_str(f"scanning ({event.done} files)")
+                elif event.stage == "plan":
+                    bar.set_description_str(f"cutting scenes into chips ({event.done}/{event.total} files)")
                 elif event.message and event.stage == "index":
                     bar.write(event.message, file=sys.stderr)
                 if event.stage == "index" and event.total:
@@ -168,8 +190,9 @@ def cmd_index(args) -> int:
         print(json.dumps({**asdict(report), "index_dir": str(archive.index_dir)}, indent=2))
     else:
         errors = f"{report.errors} unreadable (see `duch info --errors`)" if report.errors else "0 unreadable"
+        chips = f"{report.chips} chips read ({report.nodata} without data), " if report.chips else ""
         print(f"{report.added} added, {report.updated} updated, {report.moved} moved, {report.removed} removed, "
-              f"{report.unchanged} unchanged, {errors} in {report.seconds:.1f} s")
+              f"{report.unchanged} unchanged, {chips}{errors} in {report.seconds:.1f} s")
         print(f"index: {archive.index_dir}")
     return 0
 
@@ -211,6 +234,10 @@ def cmd_info(args) -> int:
                          indent=2))
         return 0
     for key, value in stats.items():
+        if key == "chip_options":
+            from .core.chips import ChipOptions
+
+            value = ChipOptions(**value).describe() if value else "off (every file is one tile)"
         print(f"{key:>17}: {value}")
     for rel, reason in errors or []:
         print(f"{_show(rel)}: {reason}")
@@ -257,16 +284,19 @@ def _show(path) -> str:
 def _print_hits(hits, output: str | None) -> None:
     if output == "json":
         print(json.dumps([{"rank": h.rank, "tile_id": h.tile_id, "distance": h.distance, "path": os.fspath(h.path),
-                           "rel": h.rel, "footprint": h.footprint} for h in hits], indent=2))
+                           "rel": h.rel, "footprint": h.footprint, "window": _listed(h.window),
+                           "scene_size": _listed(h.scene_size)} for h in hits], indent=2))
     elif output == "csv":
         w = csv.writer(sys.stdout, lineterminator="\n")
-        w.writerow(["rank", "distance", "path", "tile_id"])
+        w.writerow(["rank", "distance", "path", "tile_id", "window"])
         for h in hits:
-            w.writerow([h.rank, h.distance, _show(h.path), h.tile_id])
+            w.writerow([h.rank, h.distance, _show(h.path), h.tile_id, " ".join(map(str, h.window or ()))])
     elif output == "geojson":
+        # A chip's polygon is its window's footprint, not its scene's.
         features = [{"type": "Feature",
                      "geometry": {"type": "Polygon", "coordinates": [[list(p) for p in h.footprint]]} if h.footprint else None,
-                     "properties": {"rank": h.rank, "path": os.fspath(h.path), "distance": h.distance, "tile_id": h.tile_id}}
+                     "properties": {"rank": h.rank, "path": os.fspath(h.path), "distance": h.distance, "tile_id": h.tile_id,
+                                    "window": _listed(h.window)}}
                     for h in hits]
         print(json.dumps({"type": "FeatureCollection", "features": features}, indent=2))
     else:
@@ -275,7 +305,12 @@ def _print_hits(hits, output: str | None) -> None:
             return
         print(f"{'rank':>4}  {'dist':>4}  path")
         for h in hits:
-            print(f"{h.rank:>4}  {h.distance:>4}  {_show(h.path)}")
+            where = f"  [{window_text(h.window)}]" if h.window else ""
+            print(f"{h.rank:>4}  {h.distance:>4}  {_show(h.path)}{where}")
+
+
+def _listed(value):
+    return list(value) if value is not None else None
 
 
 def main(argv: list[str] | None = None) -> int:

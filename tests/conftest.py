@@ -130,6 +130,35 @@ def make_tile_folder(root: Path) -> dict[str, str]:
     return classes
 
 
+# A generated scene: 640 x 384 px, UTM 33N at 0.5 m/px, three class bands side by side and a
+# nodata strip on the right (columns >= 448). Cut with chip 128 / overlap 32 it gives a 7 x 4
+# grid whose two right-most columns (col_off 480 and 512) hold no valid pixel.
+SCENE_SIZE = (640, 384)
+SCENE_CHIP = dict(chip=128, overlap=32)
+SCENE_NODATA_FROM = 448
+SCENE_ORIGIN = (500000.0, 5810000.0)
+
+
+def write_scene(path: Path, size: tuple[int, int] = SCENE_SIZE, seed: int = 0, pixel: float = 0.5) -> Path:
+    """A tiled GeoTIFF scene (see SCENE_SIZE): field | forest | water columns, nodata=0 right of 448."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    w, h = size
+    rng = np.random.default_rng(seed)
+    data = np.zeros((3, h, w), np.uint8)
+    bands = np.array_split(np.arange(min(w, SCENE_NODATA_FROM)), 3)
+    for cols, (mean, _) in zip(bands, CLASSES.values()):
+        noise = rng.normal(0, 15, (3, h, len(cols)))
+        data[:, :, cols] = np.clip(np.array(mean, np.float32)[:, None, None] + noise, 1, 255).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with rasterio.open(path, "w", driver="GTiff", width=w, height=h, count=3, dtype="uint8", crs="EPSG:32633",
+                       transform=from_origin(*SCENE_ORIGIN, pixel, pixel), nodata=0, tiled=True,
+                       blockxsize=128, blockysize=128, compress="deflate") as ds:
+        ds.write(data)
+    return path
+
+
 def snapshot(root: Path) -> dict[str, tuple]:
     """Every entry under ``root``: (kind, size, mtime_ns, sha256) — to prove nothing was written."""
     out = {}
@@ -202,6 +231,26 @@ def archive(tmp_path, tile_folder, tiny_model_dir, tiny_encoders, user_captions)
                         text_encoder=tiny_encoders.text, create_root=tile_folder)
     report, _ = run_job(arch.index(workers=0, batch_size=4, captions_file=user_captions))
     assert report.added == len(CLASSES) * PER_CLASS and report.errors == 0
+    yield arch
+    arch.close()
+
+
+@pytest.fixture
+def scene_folder(tile_folder) -> Path:
+    """``tile_folder`` plus ``scenes/scene.tif`` (see :func:`write_scene`)."""
+    write_scene(tile_folder / "scenes" / "scene.tif")
+    return tile_folder
+
+
+@pytest.fixture
+def chip_archive(tmp_path, scene_folder, tiny_model_dir, tiny_encoders):
+    """An archive of ``scene_folder`` indexed with chips (SCENE_CHIP): 12 tiles + 28 chips, 8 of them nodata."""
+    from duch_desktop.core.index import Archive
+
+    arch = Archive.open(tmp_path / "chip-index", model=tiny_model_dir, image_encoder=tiny_encoders.image,
+                        text_encoder=tiny_encoders.text, create_root=scene_folder)
+    report, _ = run_job(arch.index(workers=0, batch_size=8, **SCENE_CHIP))
+    assert report.added == len(CLASSES) * PER_CLASS + 1 and report.chips == 28 and report.nodata == 8
     yield arch
     arch.close()
 

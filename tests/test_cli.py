@@ -44,7 +44,8 @@ def test_search_outputs(indexed, capsys):
 
     code, out, _ = _run(capsys, "search", "green forest", "--index-dir", indexed, "-k", 5, "--csv")
     rows = list(csv.reader(io.StringIO(out)))
-    assert code == 0 and rows[0] == ["rank", "distance", "path", "tile_id"] and len(rows) == 6
+    assert code == 0 and rows[0] == ["rank", "distance", "path", "tile_id", "window"] and len(rows) == 6
+    assert all(r[4] == "" for r in rows[1:])  # whole files have no window
 
     code, out, _ = _run(capsys, "search", "green forest", "--index-dir", indexed, "-k", N, "--geojson")
     fc = json.loads(out)
@@ -79,6 +80,55 @@ def test_similar_captions_info(indexed, tile_folder, capsys):
     assert code == 0 and info["tiles"] == N and info["error_files"] == [] and info["bits"] == 16
     code, out, _ = _run(capsys, "info", "--index-dir", indexed)
     assert code == 0 and "tiles: 12" in out
+
+
+def test_chip_mode(tmp_path, scene_folder, tiny_model_dir, capsys):
+    from tests.conftest import SCENE_CHIP
+
+    index_dir = tmp_path / "index"
+    code, out, err = _run(capsys, "index", scene_folder, "--index-dir", index_dir, "--model", tiny_model_dir,
+                          "--workers", 0, "--chip", SCENE_CHIP["chip"], "--overlap", SCENE_CHIP["overlap"], "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert (report["added"], report["chips"], report["nodata"], report["errors"]) == (N + 1, 28, 8, 0)
+    code, out, _ = _run(capsys, "index", scene_folder, "--index-dir", index_dir, "--model", tiny_model_dir,
+                        "--workers", 0)
+    assert code == 0 and f"{N + 1} unchanged" in out  # chip options are remembered
+
+    code, out, _ = _run(capsys, "search", "green forest", "--index-dir", index_dir, "-k", N + 20, "--geojson")
+    features = json.loads(out)["features"]
+    chips = [f for f in features if f["properties"]["window"] is not None]
+    assert code == 0 and len(features) == N + 20 and len(chips) == 20
+    from duch_desktop.core.index import Archive
+
+    with Archive.open(index_dir) as archive:
+        for f in chips:
+            rec = archive.tile(f["properties"]["tile_id"])
+            assert f["properties"]["window"] == list(rec.window) and f["properties"]["path"].endswith("scene.tif")
+            assert f["geometry"]["coordinates"][0] == rec.footprint  # the window's polygon, not the scene's
+        scene_ring = archive.tile(chips[0]["properties"]["tile_id"]).meta.footprint
+    assert all(f["geometry"]["coordinates"][0] != [list(p) for p in scene_ring] for f in chips)
+
+    code, out, _ = _run(capsys, "search", "green forest", "--index-dir", index_dir, "-k", N + 20, "--json")
+    hits = json.loads(out)
+    assert any(h["window"] and h["scene_size"] == [640, 384] for h in hits)
+    code, out, _ = _run(capsys, "search", "green forest", "--index-dir", index_dir, "-k", N + 20)
+    assert code == 0 and "scene.tif  [x " in out
+
+    code, out, _ = _run(capsys, "info", "--index-dir", index_dir)
+    assert code == 0 and "chip_options: 128 px, overlap 32 px" in out and "chips: 20" in out
+    code, out, _ = _run(capsys, "info", "--index-dir", index_dir, "--json")
+    info = json.loads(out)
+    assert info["chip_options"] == {"chip": 128, "overlap": 32, "chip_m": None} and info["nodata"] == 8
+
+    assert "overlap" in _one_line_error(capsys, "index", scene_folder, "--index-dir", index_dir, "--model",
+                                        tiny_model_dir, "--chip", 64, "--overlap", 64)
+    assert "at least 0" in _one_line_error(capsys, "index", scene_folder, "--chip-m", "-3")
+    code, out, _ = _run(capsys, "index", scene_folder, "--index-dir", index_dir, "--model", tiny_model_dir,
+                        "--workers", 0, "--chip", 0, "--json")
+    assert code == 0 and json.loads(out)["updated"] == 1
+    code, out, _ = _run(capsys, "info", "--index-dir", index_dir)
+    assert "chip_options: off" in out
 
 
 def test_default_index_location_is_outside_the_folder(tile_folder, tiny_model_dir, capsys, tmp_path):

@@ -195,6 +195,7 @@ class DuchModel:
         os.close(fd)
         save_file(tensors, tmp)
         digest = _file_sha256(Path(tmp))
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; a bundle is meant to be shared
         os.replace(tmp, directory / WEIGHTS_FILE)
         self.meta["weights_sha256"] = digest
         meta = {
@@ -264,4 +265,5 @@ def _atomic_write_text(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(text)
+    os.chmod(tmp, 0o644)
     os.replace(tmp, path)

@@ -36,7 +36,9 @@ _STRETCHES = ("auto", "percentile", "none")
 _PIL_MAX_PIXELS = 16_000_000  # Pillow decodes whole images; beyond this GDAL decimates
 _GDAL_OPTIONS = dict(
     GDAL_PAM_ENABLED="NO",  # never write .aux.xml next to the user's files
-    GDAL_CACHEMAX=64,  # MB; a decimated read of a huge raster touches every block (~1.2 GB default)
+    # Bytes (rasterio passes an int straight to GDALSetCacheMax64: a bare 64 meant 64 *bytes*, which
+    # made GDAL decode each JPEG block once per output row: 9 s instead of 0.07 s for a 4000 px preview).
+    GDAL_CACHEMAX=64 * 2**20,  # a decimated read of a huge raster touches every block (~1.2 GB default)
     GDAL_DISABLE_READDIR_ON_OPEN="TRUE",  # opening one file must not list a 100k-file folder
     GDAL_ERROR_ON_LIBJPEG_WARNING="TRUE",  # a truncated JPEG is an error, not a grey tile
 )

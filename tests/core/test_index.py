@@ -359,6 +359,49 @@ def test_non_utf8_names_round_trip(tmp_path, tiny_model):
     archive.close()
 
 
+V1_TILES = """
+CREATE TABLE tiles(
+    id INTEGER PRIMARY KEY AUTOINCREMENT, rel TEXT NOT NULL, rel_bytes BLOB NOT NULL UNIQUE,
+    size INTEGER, mtime_ns INTEGER, content_hash TEXT,
+    width INTEGER, height INTEGER, bands INTEGER, dtype TEXT, crs TEXT,
+    footprint TEXT, meta TEXT, status TEXT NOT NULL, error TEXT, code BLOB);
+CREATE INDEX tiles_status ON tiles(status);
+"""
+V1_COLUMNS = ("id, rel, rel_bytes, size, mtime_ns, content_hash, width, height, bands, dtype, crs, footprint, meta, "
+              "status, error, code")
+
+
+def test_format_1_index_is_migrated(archive, tile_folder, tiny_encoders):
+    last = _id_of(archive, "water/water_3.tif")
+    (tile_folder / "water" / "water_3.tif").unlink()
+    run_job(archive.index(workers=0))  # its id is gone, never to be reused
+    expected = [(h.tile_id, h.distance) for h in archive.search_text("green forest", k=N)]
+    rows = _codes_by_rel(archive.index_dir)
+    archive.close()
+    conn = sqlite3.connect(archive.index_dir / ARCHIVE_DB)  # rewrite the database as format 1 had it
+    conn.executescript(f"""
+        ALTER TABLE tiles RENAME TO t2; DROP INDEX tiles_key; DROP INDEX tiles_status; {V1_TILES}
+        INSERT INTO tiles({V1_COLUMNS}) SELECT {V1_COLUMNS} FROM t2; DROP TABLE t2;
+        DELETE FROM sqlite_sequence WHERE name = 'tiles';
+        INSERT INTO sqlite_sequence(name, seq) VALUES('tiles', {last});
+        UPDATE meta SET value = 1 WHERE key = 'format';""")
+    conn.commit()
+    conn.close()
+
+    again = _open(archive.index_dir, archive.model)
+    assert again._db().execute("SELECT value FROM meta WHERE key = 'format'").fetchone()[0] == 2
+    assert [(h.tile_id, h.distance) for h in again.search_text("green forest", k=N)] == expected
+    assert _codes_by_rel(archive.index_dir) == rows and all(h.window is None for h in again.search_text("x"))
+    write_tile(tile_folder / "water" / "water_3.tif", "water", seed=23, geo=True)
+    enc = TinyImageEncoder()
+    again._image_encoder = enc
+    report, _ = run_job(again.index(workers=0))
+    assert (report.added, report.unchanged, enc.images) == (1, N - 1, 1)
+    assert _id_of(again, "water/water_3.tif") == last + 1
+    _assert_consistent(again)
+    again.close()
+
+
 def test_codes_match_the_model(archive, tile_folder, tiny_encoders):
     from duch_desktop.core import imagery
 

@@ -1,0 +1,254 @@
+"""``duch train`` and ``duch evaluate``: the research side of the CLI.
+
+``duch_desktop.cli`` calls :func:`register` with its sub-parsers; every handler returns an
+exit code (0 ok, 2 user error, 130 cancelled with Ctrl-C).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import signal
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .core.jobs import Cancelled, Job, Progress, UserError, drive
+
+DEFAULT_UCM = Path("../shared/data/ucm")
+CAPTION_FILE_NAMES = ("captions.csv", "captions.json")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``train`` and ``evaluate`` sub-commands."""
+    t = subparsers.add_parser(
+        "train", help="train a DUCH model (hash heads) on captioned tiles",
+        description="Train DUCH hash heads on a UCM folder (captions.json + images/) or on a folder of "
+                    "tiles with a captions file (CSV 'file,caption' or JSON), and save a model bundle.")
+    t.add_argument("source", type=Path, help="UCM folder, or a folder of tiles")
+    t.add_argument("--captions", type=Path, help="captions file for a folder of tiles "
+                   "(default: captions.csv or captions.json inside the folder)")
+    t.add_argument("--bits", type=int, default=64, help="code length, a multiple of 8 (default 64)")
+    t.add_argument("--epochs", type=int, default=100, help="training epochs (default 100)")
+    t.add_argument("--out", type=Path, required=True, help="bundle folder to write, e.g. resources/models/ucm64")
+    t.add_argument("--all-images", action="store_true",
+                   help="UCM: train on all 2100 tiles instead of the protocol's 1050 (no evaluation figures then)")
+    t.add_argument("--fp16", action=argparse.BooleanOptionalAction, default=True,
+                   help="store the weights as float16 (half the size; default on)")
+    _common(t)
+    t.set_defaults(func=cmd_train)
+
+    e = subparsers.add_parser(
+        "evaluate", help="run the UCM benchmark (mAP@20 at several code lengths, ablation, timings)",
+        description="Train and score DUCH on UCM-captions with the paper's protocol; writes results.md, "
+                    "results.json and precision_at_k.png.")
+    e.add_argument("--data", type=Path, default=DEFAULT_UCM, help=f"UCM folder (default {DEFAULT_UCM})")
+    e.add_argument("--bits", type=int, nargs="+", default=[16, 32, 64, 128], help="code lengths (default 16 32 64 128)")
+    e.add_argument("--epochs", type=int, default=100, help="training epochs per run (default 100)")
+    e.add_argument("--no-ablation", action="store_true", help="skip the six loss-ablation runs at 64 bits")
+    e.add_argument("--out", type=Path, default=Path("docs"), help="folder for the report files (default docs)")
+    e.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
+    _common(e)
+    e.set_defaults(func=cmd_evaluate)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--image-encoder", help="'efficientnet-lite0' (default) or a local Hugging Face vision model folder")
+    p.add_argument("--text-encoder", help="'all-MiniLM-L6-v2' (default) or a local BERT-like model folder")
+    p.add_argument("--cache-dir", type=Path, help="feature cache folder (default: the user cache folder)")
+    p.add_argument("--device", help="torch device, e.g. cpu or cuda (default: cuda when available)")
+    p.add_argument("--seed", type=int, default=42, help="seed of split, caption choice, augmentation, training")
+    p.add_argument("--workers", type=int, default=1, help="tile-decoding processes (0 = decode in the main one)")
+
+
+# --------------------------------------------------------------------------- driving jobs
+
+def run_job(job: Job):
+    """Drive ``job`` with a tqdm bar per stage; the first Ctrl-C cancels it cleanly."""
+    from tqdm import tqdm
+
+    bars: dict[str, tqdm] = {}
+    state = {"cancel": False}
+
+    def on_sigint(signum, frame):
+        if state["cancel"]:
+            raise KeyboardInterrupt
+        state["cancel"] = True
+        print("\nstopping at the next step (Ctrl-C again to abort at once)...", file=sys.stderr)
+
+    def on_progress(ev: Progress) -> None:
+        bar = bars.get(ev.stage)
+        if bar is None:
+            for b in bars.values():
+                b.close()
+            bars.clear()
+            bar = bars[ev.stage] = tqdm(total=ev.total or None, desc=ev.stage, unit="", dynamic_ncols=True,
+                                        leave=False, file=sys.stderr, disable=None)
+        if ev.total and bar.total != ev.total:
+            bar.total = ev.total
+        if ev.done > bar.n:
+            bar.update(ev.done - bar.n)
+        if ev.message:
+            bar.set_postfix_str(ev.message, refresh=False)
+        bar.refresh()
+
+    old = signal.signal(signal.SIGINT, on_sigint) if _main_thread() else None
+    try:
+        return drive(job, on_progress, lambda: state["cancel"])
+    finally:
+        for b in bars.values():
+            b.close()
+        if old is not None:
+            signal.signal(signal.SIGINT, old)
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _handle(fn, args) -> int:
+    try:
+        return fn(args)
+    except UserError as e:
+        print(f"duch: {e}", file=sys.stderr)
+        return 2
+    except (Cancelled, KeyboardInterrupt):
+        print("duch: cancelled", file=sys.stderr)
+        return 130
+
+
+def _encoders(args):
+    from .core.encoders import load_image_encoder, load_text_encoder
+
+    return load_image_encoder(args.image_encoder, args.device), load_text_encoder(args.text_encoder, args.device)
+
+
+def _check_bits(bits: list[int]) -> None:
+    bad = [b for b in bits if b <= 0 or b % 8]
+    if bad:
+        raise UserError(f"--bits must be positive multiples of 8, got {bad[0]}")
+
+
+# --------------------------------------------------------------------------- evaluate
+
+def cmd_evaluate(args) -> int:
+    return _handle(_evaluate, args)
+
+
+def _evaluate(args) -> int:
+    from .core.evaluate import results_table, run_ucm_evaluation
+    from .core.training import TrainConfig
+
+    from .core.datasets import is_ucm_folder
+
+    _check_bits(args.bits)
+    if args.epochs < 1:
+        raise UserError("--epochs must be at least 1")
+    if not is_ucm_folder(args.data):  # fail now, not after loading the encoders
+        raise UserError(f"{args.data} is not a UCM folder (captions.json and images/ expected)")
+    ienc, tenc = _encoders(args)
+    command = "duch " + shlex.join(sys.argv[1:]) if "evaluate" in sys.argv[1:] else ""
+    job = run_ucm_evaluation(args.data, ienc, tenc, bits=args.bits, epochs=args.epochs, ablation=not args.no_ablation,
+                             cache_dir=args.cache_dir, seed=args.seed, out_dir=args.out, command=command,
+                             config=TrainConfig(device=args.device), num_workers=args.workers)
+    report = run_job(job)
+    if args.json:
+        print(report.to_json())
+    else:
+        print(results_table(report))
+        print(f"\nwrote {args.out / 'results.md'}, results.json, precision_at_k.png")
+    return 0
+
+
+# --------------------------------------------------------------------------- train
+
+def cmd_train(args) -> int:
+    return _handle(_train, args)
+
+
+def _folder_tiles(folder: Path, captions_file: Path | None) -> tuple[list[Path], list[list[str]]]:
+    from .core.datasets import load_captions_file, match_captions
+    from .core.imagery import scan
+
+    folder = Path(os.path.abspath(folder))
+    if captions_file is None:
+        captions_file = next((folder / n for n in CAPTION_FILE_NAMES if (folder / n).is_file()), None)
+        if captions_file is None:
+            raise UserError(f"no captions for {folder}: pass --captions FILE (CSV 'file,caption' or JSON)")
+    caps = load_captions_file(captions_file)
+    return match_captions(folder, caps, [e.path for e in scan(folder)])
+
+
+def train_job(args, image_encoder, text_encoder) -> Job[dict]:
+    """Features -> training -> bundle (+ captions.json); returns a summary dict."""
+    from .core.augment import training_texts
+    from .core.datasets import is_ucm_folder
+    from .core.evaluate import score_model, ucm_features
+    from .core.features import extract_image_features, extract_text_features
+    from .core.training import TrainConfig, TrainingData, train
+
+    cfg = TrainConfig(bits=args.bits, epochs=args.epochs, seed=args.seed, device=args.device)
+    feats = None
+    if is_ucm_folder(args.source):
+        feats = yield from ucm_features(args.source, image_encoder, text_encoder, args.cache_dir, args.seed,
+                                        num_workers=args.workers)
+        idx = np.arange(len(feats.data)) if args.all_images else feats.train_idx
+        data, captions = feats.training_data(idx), feats.captions_of(idx)
+        source = f"UCM {'all tiles' if args.all_images else 'protocol training split'} ({len(idx)} tiles)"
+    else:
+        if args.all_images:
+            raise UserError("--all-images only applies to a UCM folder")
+        paths, caps = _folder_tiles(args.source, args.captions)
+        views = yield from extract_image_features(paths, image_encoder, cache_dir=args.cache_dir, seed=args.seed,
+                                                  num_workers=args.workers)
+        texts, owner = training_texts(caps, np.random.default_rng([args.seed, 1]))
+        tf = yield from extract_text_features(texts, text_encoder, args.cache_dir)
+        data = TrainingData(views, tf, owner)
+        captions = list(dict.fromkeys(c for cs in caps for c in cs))
+        source = f"{len(paths)} captioned tiles under {Path(args.source).resolve()}"
+    result = yield from train(data, cfg, image_encoder.identity, text_encoder.identity)
+    model = result.model
+    model.meta.update(training_source=source, n_captions=len(captions))
+    summary = {"bundle": str(args.out), "bits": args.bits, "best_epoch": result.best_epoch,
+               "best_val": round(result.best_val, 4), "source": source}
+    if feats is not None and not args.all_images:
+        s = score_model(model, feats)
+        metrics = {k: round(v, 4) for k, v in s.items()}
+        model.meta["evaluation"] = {"protocol": f"UCM, seed {args.seed}, {len(feats.query_idx)} queries / "
+                                                f"{len(feats.retrieval_idx)} retrieval tiles, mAP@20",
+                                    **metrics}
+        summary["mAP@20"] = metrics
+    yield Progress("save", 0, 1)
+    model.save(args.out, fp16=args.fp16)
+    _write_json(Path(args.out) / "captions.json", captions)
+    return summary
+
+
+def _write_json(path: Path, obj) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(obj, f, ensure_ascii=False, indent=0)
+    os.chmod(tmp, 0o644)  # mkstemp makes it private; a bundle file is meant to be shared
+    os.replace(tmp, path)
+
+
+def _train(args) -> int:
+    _check_bits([args.bits])
+    if args.epochs < 1:
+        raise UserError("--epochs must be at least 1")
+    if not Path(args.source).is_dir():
+        raise UserError(f"folder not found: {args.source}")
+    ienc, tenc = _encoders(args)
+    summary = run_job(train_job(args, ienc, tenc))
+    print(f"saved {summary['bundle']} ({summary['bits']} bits, trained on {summary['source']}; "
+          f"best epoch {summary['best_epoch']}, validation score {summary['best_val']:.3f})")
+    m = summary.get("mAP@20")
+    if m:
+        print(f"UCM mAP@20 (standard / paper-variant): I->T {m['i2t_standard']:.3f} / {m['i2t_paper']:.3f}, "
+              f"T->I {m['t2i_standard']:.3f} / {m['t2i_paper']:.3f}")
+    return 0

@@ -1,0 +1,159 @@
+"""Augmented views for DUCH's intra-modal contrastive terms.
+
+Image views (on a decoded uint8 (s, s, 3) RGB tile, as in the paper's pre-computed feature sets):
+
+- ``rot``  — rotation by a random multiple of 90° (90/180/270). Overhead tiles have no "up",
+  so these are label-preserving, and unlike small-angle rotations they add no black corners.
+- ``blur`` — Gaussian blur, sigma drawn in [1, 2] px (sensor/atmospheric softness).
+- ``crop`` — centre crop of 200/256 of the side (the paper's 200 px of a 256 px UCM tile),
+  resized back to the input size, then a horizontal flip with probability 1/2.
+
+Text views: the paper pre-computes GloVe synonym replacement or back-translation; neither is
+available offline (no embedding file, no translation model), so :func:`text_view` makes
+rule-based edits instead — synonym replacement from a small hand-written table of remote-sensing
+words, then either word dropout or one adjacent-word swap. These are weaker than
+back-translation: they keep the caption's structure. In training, the second text of a pair is
+usually another human caption of the same tile, which is the stronger view; the rule-based
+variants only add diversity. All functions are deterministic given the ``rng`` passed in.
+"""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+IMAGE_VIEWS = ("orig", "rot", "blur", "crop")
+CROP_FRACTION = 200 / 256
+BLUR_SIGMA = (1.0, 2.0)
+
+
+def rotate(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Rotate by 90, 180 or 270 degrees (chosen by ``rng``)."""
+    return np.ascontiguousarray(np.rot90(img, k=int(rng.integers(1, 4)), axes=(0, 1)))
+
+
+def blur(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Gaussian blur with sigma uniform in ``BLUR_SIGMA`` pixels."""
+    sigma = float(rng.uniform(*BLUR_SIGMA))
+    return np.asarray(Image.fromarray(img).filter(ImageFilter.GaussianBlur(radius=sigma)))
+
+
+def center_crop(img: np.ndarray, rng: np.random.Generator, fraction: float = CROP_FRACTION,
+                flip: bool = True) -> np.ndarray:
+    """Centre crop ``fraction`` of each side, resize back (bilinear), flip left-right with p = 1/2."""
+    h, w = img.shape[:2]
+    ch, cw = max(1, round(h * fraction)), max(1, round(w * fraction))
+    top, left = (h - ch) // 2, (w - cw) // 2
+    out = np.asarray(Image.fromarray(img[top:top + ch, left:left + cw]).resize((w, h), Image.BILINEAR))
+    if flip and rng.random() < 0.5:
+        out = np.ascontiguousarray(out[:, ::-1])
+    return out
+
+
+_IMAGE_FUNCS = {"orig": lambda img, rng: img, "rot": rotate, "blur": blur, "crop": center_crop}
+
+
+def image_view(name: str, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Apply the view called ``name`` (one of ``IMAGE_VIEWS``) to a uint8 (s, s, 3) tile."""
+    try:
+        return _IMAGE_FUNCS[name](img, rng)
+    except KeyError:
+        raise ValueError(f"unknown image view {name!r}; known: {', '.join(IMAGE_VIEWS)}") from None
+
+
+# --------------------------------------------------------------------------- text
+
+# Groups of interchangeable phrases, kept small and literal: each member may replace any other.
+SYNONYMS: tuple[tuple[str, ...], ...] = (
+    ("many", "lots of", "a lot of"),
+    ("some", "several"),
+    ("houses", "homes"),
+    ("house", "home"),
+    ("cars", "vehicles"),
+    ("car", "vehicle"),
+    ("roads", "streets"),
+    ("road", "street"),
+    ("airplanes", "planes", "aircraft"),
+    ("airplane", "plane"),
+    ("boats", "ships"),
+    ("freeways", "highways"),
+    ("freeway", "highway"),
+    ("beside", "next to"),
+    ("surrounded by", "encircled by"),
+    ("big", "large"),
+    ("small", "little"),
+    ("grey", "gray"),
+    ("area", "region"),
+    ("plants", "vegetation"),
+    ("lawn", "grass"),
+    ("dense", "crowded"),
+    ("neatly", "regularly"),
+)
+_PHRASE_TO_GROUP = {p: g for g in SYNONYMS for p in g}
+_PHRASE_RE = re.compile(r"\b(" + "|".join(sorted(map(re.escape, _PHRASE_TO_GROUP), key=len, reverse=True)) + r")\b",
+                        re.IGNORECASE)
+
+
+def replace_synonyms(text: str, rng: np.random.Generator, p: float = 0.5) -> str:
+    """Replace each phrase found in ``SYNONYMS`` by another member of its group with probability ``p``."""
+    def sub(m: re.Match) -> str:
+        word = m.group(0)
+        group = _PHRASE_TO_GROUP[word.lower()]
+        if rng.random() >= p:
+            return word
+        others = [g for g in group if g != word.lower()]
+        new = others[int(rng.integers(len(others)))]
+        return new.capitalize() if word[0].isupper() else new
+    return _PHRASE_RE.sub(sub, text)
+
+
+def _split(text: str) -> tuple[list[str], str]:
+    text = text.strip()
+    end = text[-1] if text and text[-1] in ".!?" else ""
+    return (text[:-1] if end else text).split(), end
+
+
+def word_dropout(text: str, rng: np.random.Generator, p: float = 0.15, min_words: int = 3) -> str:
+    """Drop each word with probability ``p``, keeping at least ``min_words`` (final punctuation kept)."""
+    words, end = _split(text)
+    keep = [w for w in words if rng.random() >= p]
+    if len(keep) < min(min_words, len(words)):
+        return text
+    return " ".join(keep) + end
+
+
+def swap_adjacent(text: str, rng: np.random.Generator) -> str:
+    """Swap one random pair of neighbouring words."""
+    words, end = _split(text)
+    if len(words) < 2:
+        return text
+    i = int(rng.integers(len(words) - 1))
+    words[i], words[i + 1] = words[i + 1], words[i]
+    return " ".join(words) + end
+
+
+def text_view(text: str, rng: np.random.Generator, tries: int = 5) -> str:
+    """Synonym replacement, then word dropout or one adjacent swap (coin flip); differs from
+    ``text`` whenever some edit can change it within ``tries`` attempts."""
+    out = text
+    for _ in range(tries):
+        out = replace_synonyms(text, rng)
+        out = word_dropout(out, rng) if rng.random() < 0.5 else swap_adjacent(out, rng)
+        if out != text:
+            break
+    return out
+
+
+def training_texts(captions: list[list[str]], rng: np.random.Generator, variants: int = 1) -> tuple[list[str], np.ndarray]:
+    """The text set of training: each tile's captions plus ``variants`` :func:`text_view` edits of
+    each, without repeats within a tile. Returns (texts, owner) with owner[j] = tile index of text j."""
+    texts: list[str] = []
+    owner: list[int] = []
+    for i, caps in enumerate(captions):
+        own = list(dict.fromkeys(caps))
+        own += [text_view(c, rng) for c in caps for _ in range(variants)]
+        own = list(dict.fromkeys(own))
+        texts += own
+        owner += [i] * len(own)
+    return texts, np.asarray(owner, dtype=np.int64)

@@ -1,0 +1,363 @@
+"""Scenes cut into chips: the chip grid, chip footprints and scene previews; Qt-free.
+
+A raster larger than the chip size (a 10 000 x 10 000 px orthophoto, a Sentinel-2 granule) is
+indexed as windows ``(col_off, row_off, width, height)`` in pixels of the file, each read
+with a rasterio window (never the whole scene) and encoded as a tile of its own.
+
+- The grid steps by ``chip - overlap``; the last window of a row/column is shifted back to
+  end at the raster's edge (no padding), so every window lies inside the raster and has the
+  chip's size. A raster no larger than the chip in either direction stays one tile.
+- ``chip_m`` gives the chip size in metres where the ground pixel size is known (projected
+  CRS in metres/feet, or degrees converted at the scene's latitude): the window then spans
+  ``chip_m`` metres and is resampled to the encoder's input size, i.e. to about the ground
+  resolution the model was trained on. Elsewhere the ``chip`` pixel size applies.
+- ``overlap`` is in the unit of the chip size: metres with ``chip_m``, else pixels.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from . import imagery
+from .jobs import Job, Progress, UserError
+from .reader import FileTodo, Work
+from .store import bump, display_rel
+
+DEFAULT_CHIP = 256  # pixels: chip size used with chip_m where the pixel size is unknown
+MIN_CHIP = 32  # pixels: smaller windows say nothing the model can read (and explode in number)
+MAX_CHIPS_PER_FILE = 2_000_000  # a guard against a 1-px chip of a huge mosaic
+SCENE_PREVIEWS = "scenes"  # subfolder of thumbs/ holding whole-scene previews
+
+Window = tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
+class ChipOptions:
+    """How scenes are cut: ``chip`` px and/or ``chip_m`` metres, ``overlap`` in the chip's unit."""
+
+    chip: int | None = None
+    overlap: float = 0
+    chip_m: float | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | None) -> "ChipOptions | None":
+        if not text:
+            return None
+        d = json.loads(text)
+        return cls(d.get("chip"), d.get("overlap") or 0, d.get("chip_m"))
+
+    def describe(self) -> str:
+        """Short text for ``duch info`` and the GUI: '256 px, overlap 32 px'."""
+        if self.chip_m:
+            size = f"{self.chip_m:g} m (else {self.chip or DEFAULT_CHIP} px)"
+            return f"{size}, overlap {self.overlap:g} m"
+        return f"{self.chip} px, overlap {self.overlap:g} px"
+
+
+def resolve_options(stored: ChipOptions | None, chip=None, overlap=None, chip_m=None) -> ChipOptions | None:
+    """The chip options of a run: the given ones, else the stored ones; None when chipping is off.
+
+    ``chip=0`` turns chipping off (unless ``chip_m`` is given too); ``chip_m=0`` drops the
+    metre size. Impossible values raise :class:`UserError` before any work.
+    """
+    if chip is None and overlap is None and chip_m is None:
+        return stored
+    base = stored or ChipOptions()
+    new_chip = base.chip if chip is None else (int(chip) or None)
+    new_m = base.chip_m if chip_m is None else (float(chip_m) or None)
+    if chip == 0 and chip_m is None:
+        new_m = None
+    if new_chip is None and new_m is None:
+        if overlap:
+            raise UserError("an overlap needs a chip size: give --chip or --chip-m")
+        return None
+    new_overlap = float(overlap) if overlap is not None else (base.overlap if stored else 0)
+    if new_chip is not None and new_chip < MIN_CHIP:
+        raise UserError(f"the chip size must be at least {MIN_CHIP} pixels")
+    if new_m is not None and not (math.isfinite(new_m) and new_m > 0):
+        raise UserError("the chip size in metres must be a positive number")
+    limit = new_m if new_m is not None else new_chip
+    if not (math.isfinite(new_overlap) and 0 <= new_overlap < limit):
+        unit = "metres" if new_m is not None else "pixels"
+        raise UserError(f"the overlap must be at least 0 and less than the chip size ({limit:g} {unit})")
+    if new_m is None:
+        new_overlap = int(round(new_overlap))
+    return ChipOptions(new_chip, new_overlap, new_m)
+
+
+def ground_pixel_size(meta: imagery.TileMeta) -> float | None:
+    """Metres per pixel (mean of x and y) of a georeferenced raster, or None when unknown."""
+    if not meta.crs or not meta.pixel_size:
+        return None
+    try:
+        from rasterio.crs import CRS
+
+        crs = CRS.from_user_input(meta.crs)
+        px, py = float(meta.pixel_size[0]), float(meta.pixel_size[1])
+        if crs.is_geographic:  # degrees: metres at the scene's latitude
+            lat = _centre_lat(meta)
+            if lat is None:
+                return None
+            size = (px * 111_320.0 * math.cos(math.radians(lat)) + py * 110_574.0) / 2
+        else:
+            size = (px + py) / 2 * float(crs.linear_units_factor[1])
+    except Exception:  # noqa: BLE001 - an exotic CRS only costs the metre chip size
+        return None
+    return size if math.isfinite(size) and size > 0 else None
+
+
+def _centre_lat(meta: imagery.TileMeta) -> float | None:
+    if meta.footprint:
+        lats = [p[1] for p in meta.footprint]
+        return (min(lats) + max(lats)) / 2
+    if meta.bounds:
+        return (meta.bounds[1] + meta.bounds[3]) / 2
+    return None
+
+
+def chip_pixels(opts: ChipOptions, meta: imagery.TileMeta) -> tuple[int, int]:
+    """``(chip side, overlap)`` in pixels of this raster."""
+    gsd = ground_pixel_size(meta) if opts.chip_m else None
+    if gsd is not None:
+        side = max(MIN_CHIP, int(round(opts.chip_m / gsd)))
+        overlap = int(round(opts.overlap / gsd))
+    elif opts.chip_m:  # metre options, unknown pixel size: the pixel chip, same overlap fraction
+        side = opts.chip or DEFAULT_CHIP
+        overlap = int(round(opts.overlap / opts.chip_m * side))
+    else:
+        side, overlap = int(opts.chip), int(opts.overlap)
+    return side, min(max(overlap, 0), side - 1)
+
+
+def offsets(length: int, side: int, overlap: int) -> list[int]:
+    """Window starts along one axis: a step of ``side - overlap``, the last one ending at the edge."""
+    if length <= side:
+        return [0]
+    step = side - overlap
+    starts = list(range(0, length - side, step))
+    starts.append(length - side)
+    return starts
+
+
+def plan_windows(opts: ChipOptions | None, meta: imagery.TileMeta) -> np.ndarray | None:
+    """The chip windows of a raster as an int64 array (n, 4), or None when it stays one tile."""
+    if opts is None:
+        return None
+    side, overlap = chip_pixels(opts, meta)
+    w, h = int(meta.width), int(meta.height)
+    if w <= side and h <= side:
+        return None
+    cols, rows = offsets(w, side, overlap), offsets(h, side, overlap)
+    if len(cols) * len(rows) > MAX_CHIPS_PER_FILE:
+        raise imagery.ImageryError(f"too many chips ({len(cols) * len(rows)}): use a larger chip size")
+    c, r = np.meshgrid(np.asarray(cols, np.int64), np.asarray(rows, np.int64))
+    out = np.empty((c.size, 4), np.int64)
+    out[:, 0], out[:, 1] = c.ravel(), r.ravel()  # row-major: left to right, then top to bottom
+    out[:, 2], out[:, 3] = min(side, w), min(side, h)
+    return out
+
+
+@dataclass
+class Header:
+    """What planning needs of a scene that gets cut: header facts, transform, windows, content hash."""
+
+    meta: imagery.TileMeta
+    transform: object  # affine.Affine, or None when not georeferenced
+    windows: np.ndarray  # (n, 4) int64
+    content_hash: str
+
+
+def read_header(path: Path, opts: ChipOptions) -> Header | None:
+    """The :class:`Header` of a raster larger than the chip; None for one that stays one tile
+    (or that cannot be read: reading it as a whole file then reports why)."""
+    try:
+        meta = imagery.read_meta(path)
+        windows = plan_windows(opts, meta)
+        if windows is None:
+            return None
+        transform = None
+        if meta.bounds is not None:  # georeferenced (a plain photo has no transform to read)
+            with imagery._guard(path):  # noqa: SLF001 - same package: GDAL quieting, error translation
+                with imagery._open(path) as ds:  # noqa: SLF001
+                    transform = ds.transform
+        return Header(meta, transform, windows, imagery.quick_hash(path))
+    except imagery.ImageryError:
+        return None
+
+
+def read_headers(paths: Sequence[Path], opts: ChipOptions | None) -> Iterator[Header | None]:
+    """:func:`read_header` of each path, lazily; all None (no I/O) when chipping is off."""
+    for path in paths:
+        yield read_header(path, opts) if opts is not None else None
+
+
+def rows_to_rechip(conn, cut: ChipOptions | None) -> list[int]:
+    """Ids of the rows new chip options change: every chip row, and whole files that now get cut."""
+    ids = [i for (i,) in conn.execute("SELECT id FROM tiles WHERE win_col IS NOT NULL")]
+    if cut is not None:
+        for tid, meta in conn.execute("SELECT id, meta FROM tiles WHERE win_col IS NULL AND meta IS NOT NULL"):
+            try:
+                cut_up = plan_windows(cut, imagery.TileMeta.from_dict(json.loads(meta))) is not None
+            except (imagery.ImageryError, ValueError, KeyError, TypeError):
+                cut_up = True  # let the planning step decide from the file itself
+            if cut_up:
+                ids.append(tid)
+    return ids
+
+
+def window_footprints(transform, crs: str | None, windows: np.ndarray) -> list[list | None]:
+    """WGS84 lon/lat rings (closed, 5 points) of the windows' bounding boxes; None where unknown."""
+    n = len(windows)
+    if transform is None or not crs or n == 0:
+        return [None] * n
+    try:
+        from rasterio.warp import transform as warp
+
+        c0, r0 = windows[:, 0].astype(np.float64), windows[:, 1].astype(np.float64)
+        c1, r1 = c0 + windows[:, 2], r0 + windows[:, 3]
+        cols = np.concatenate([c0, c1, c1, c0])
+        rows = np.concatenate([r0, r0, r1, r1])
+        a, b, xoff, d, e, yoff = (transform.a, transform.b, transform.c, transform.d, transform.e, transform.f)
+        xs, ys = a * cols + b * rows + xoff, d * cols + e * rows + yoff
+        lon, lat = (np.asarray(v).reshape(4, n) for v in warp(crs, "EPSG:4326", xs.tolist(), ys.tolist()))
+    except Exception:  # noqa: BLE001 - an exotic CRS only costs the map footprints
+        return [None] * n
+    w, e_, s, n_ = lon.min(0), lon.max(0), lat.min(0), lat.max(0)
+    out: list[list | None] = []
+    for i in range(n):
+        box = (float(w[i]), float(s[i]), float(e_[i]), float(n_[i]))
+        out.append([[box[0], box[1]], [box[2], box[1]], [box[2], box[3]], [box[0], box[3]], [box[0], box[1]]]
+                   if all(map(math.isfinite, box)) else None)
+    return out
+
+
+def preview_rect(window: Sequence[int] | None, scene_size: tuple[int, int],
+                 preview_size: tuple[int, int]) -> tuple[float, float, float, float]:
+    """The window as ``(x0, y0, x1, y1)`` in pixels of a preview of the whole scene."""
+    W, H = (max(1, int(v)) for v in scene_size)
+    pw, ph = preview_size
+    c, r, w, h = window if window is not None else (0, 0, W, H)
+    sx, sy = pw / W, ph / H
+    return (round(c * sx, 2), round(r * sy, 2), round((c + w) * sx, 2), round((r + h) * sy, 2))
+
+
+def scene_preview(thumbs_dir: Path, path: Path, rel_bytes: bytes, version: str, size: int,
+                  bands=None, stretch: str = "auto") -> tuple[Path, tuple[int, int]]:
+    """A cached JPEG of a whole scene (long side ``size``) and its pixel size; made on first call.
+
+    Cached under ``thumbs/scenes/<size>/`` by file name and ``version`` (content hash), so a
+    changed scene gets a new preview and its old ones are removed. Raises ImageryError.
+    """
+    from PIL import Image
+
+    folder = Path(thumbs_dir) / SCENE_PREVIEWS / str(int(size))
+    key = hashlib.sha1(bytes(rel_bytes)).hexdigest()[:16]
+    dest = folder / f"{key}-{hashlib.sha1(str(version).encode()).hexdigest()[:12]}.jpg"
+    if not dest.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            imagery.make_thumbnail(path, dest, size, bands=bands, stretch=stretch)
+        except ValueError:  # the archive's band choice does not fit this particular file
+            imagery.make_thumbnail(path, dest, size, stretch=stretch)
+        for old in folder.glob(f"{key}-*.jpg"):
+            if old != dest:
+                old.unlink(missing_ok=True)
+    with Image.open(dest) as im:
+        return dest, im.size
+
+
+# --------------------------------------------------------------------------- planning a run
+
+INSERT_CHIP = """
+INSERT INTO tiles(rel, rel_bytes, size, mtime_ns, content_hash, width, height, bands, dtype, crs,
+                  footprint, meta, win_col, win_row, win_w, win_h, status)
+VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending')
+RETURNING id
+"""
+
+
+class ChipPlanning:
+    """The planning step of :class:`indexing.Indexing` (a mixin: state lives in Archive)."""
+
+    def _plan(self, conn, todo: list[FileTodo], cut: ChipOptions | None, rep) -> Job[Work]:
+        """Cut the files to work on into items: whole files, or the chips of scenes still to encode.
+
+        Without chip options every file is one item (no header read, no event). With them, each file's
+        header decides; a scene's chip rows are reconciled with the plan in one transaction:
+        rows of windows no longer planned are deleted, new windows get 'pending' rows, and kept
+        windows keep their ids (re-encoded only when the file changed or they are pending).
+        """
+        work = Work()
+        headers = read_headers([f.entry.path for f in todo], cut)
+        last = time.monotonic()
+        for n, (f, head) in enumerate(zip(todo, headers), 1):
+            by_key = {(r[6], r[7], r[8], r[9]) if r[6] is not None else None: r for r in f.rows}
+            if head is None:  # one tile: any chip rows of an earlier plan go
+                drop = [r[0] for k, r in by_key.items() if k is not None]
+                self._commit_plan(conn, drop, [])
+                work.add_file(f.entry, known=bool(f.rows))
+            else:
+                ids, windows = self._plan_scene(conn, f, by_key, head)
+                work.add_file(f.entry, known=bool(f.rows), ids=ids, windows=windows)
+                if not len(ids):
+                    rep.updated += 1
+            if cut is not None and (time.monotonic() - last > 0.5 or n == len(todo)):
+                last = time.monotonic()
+                yield Progress("plan", n, len(todo), display_rel(os.fsencode(f.entry.rel)), {"items": work.total})
+        return work.finish()
+
+    def _plan_scene(self, conn, f: FileTodo, by_key: dict, head: Header) -> tuple[np.ndarray, np.ndarray]:
+        """Write the chip rows of one scene; return ids and windows of the chips to encode."""
+        e, meta = f.entry, head.meta
+        rel_bytes = os.fsencode(e.rel)
+        changed = any(r[2] != e.size or r[3] != e.mtime_ns for r in f.rows)
+        footprints = window_footprints(head.transform, meta.crs, head.windows)
+        meta_json = json.dumps(meta.to_dict())
+        common = (e.size, e.mtime_ns, head.content_hash, meta.width, meta.height, meta.bands, meta.dtype, meta.crs)
+        ids, rows, inserts, updates = [], [], [], []
+        for i, win in enumerate(head.windows.tolist()):
+            row = by_key.pop(tuple(win), None)
+            fp = json.dumps(footprints[i]) if footprints[i] else None
+            if row is None:
+                inserts.append((i, (display_rel(rel_bytes), rel_bytes, *common, fp, meta_json, *win)))
+            elif changed or row[5] == "pending":
+                updates.append((*common, fp, meta_json, row[0]))
+                ids.append(row[0])
+                rows.append(i)
+        drop = [r[0] for r in by_key.values()]
+        new_ids = self._commit_plan(conn, drop, updates, inserts)
+        ids += new_ids
+        rows += [i for i, _ in inserts]
+        order = np.argsort(np.asarray(rows, np.int64), kind="stable")
+        return np.asarray(ids, np.int64)[order], head.windows[np.asarray(rows, np.int64)[order]]
+
+    def _commit_plan(self, conn, drop: list[int], updates: list, inserts: list = ()) -> list[int]:
+        """Delete ``drop``, reset ``updates`` to pending, insert ``inserts``; one transaction."""
+        if not (drop or updates or inserts):
+            return []
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany("DELETE FROM tiles WHERE id = ?", [(i,) for i in drop])
+        conn.executemany(
+            "UPDATE tiles SET size = ?, mtime_ns = ?, content_hash = ?, width = ?, height = ?, bands = ?, "
+            "dtype = ?, crs = ?, footprint = ?, meta = ?, status = 'pending', error = NULL, code = NULL "
+            "WHERE id = ?", updates)
+        new_ids = [conn.execute(INSERT_CHIP, row).fetchone()[0] for _, row in inserts]
+        stale = drop + [u[-1] for u in updates]
+        gen = bump(conn, "tiles") if stale else None
+        conn.execute("COMMIT")
+        if stale:
+            self._codes["tiles"].update(remove=stale)
+            self._gens["tiles"] = gen
+            self._drop_thumbs(stale)
+        return new_ids

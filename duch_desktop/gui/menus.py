@@ -1,0 +1,64 @@
+"""Menus and actions of the main window."""
+from __future__ import annotations
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QAction, QKeySequence
+
+
+class MenusMixin:
+    """Mixed into :class:`MainWindow`: builds File / Edit / View / Tools."""
+
+    def _action(self, menu, text: str, slot, shortcut=None, tip: str | None = None) -> QAction:
+        action = QAction(text, self)
+        if shortcut is not None:
+            action.setShortcut(QKeySequence(shortcut))
+        if tip:
+            action.setToolTip(tip)
+            action.setStatusTip(tip)
+        action.triggered.connect(slot)
+        menu.addAction(action)
+        return action
+
+    def _build_menus(self) -> None:
+        bar = self.menuBar()
+        file_menu = bar.addMenu("&File")
+        self.open_action = self._action(file_menu, "&Open Folder…", self.choose_folder, QKeySequence.StandardKey.Open)
+        self.open_index_action = self._action(file_menu, "Open &Index…", self.choose_index)
+        self.recent_menu = file_menu.addMenu("Open &Recent")
+        self.recent_menu.aboutToShow.connect(self._fill_recent_menu)
+        file_menu.addSeparator()
+        self.reindex_action = self._action(file_menu, "Index &Folder", lambda: self.start_indexing(), "Ctrl+R",
+                                           "Index new and changed files (incremental)")
+        self.captions_action = self._action(file_menu, "Index with Captions &File…", self.choose_captions, None,
+                                            "Add your own captions (CSV file,caption or JSON) and index the folder")
+        self.cancel_action = self._action(file_menu, "&Cancel Indexing", self.cancel_indexing, Qt.Key.Key_Escape,
+                                          "Stop indexing; what is already indexed is kept")
+        file_menu.addSeparator()
+        self.export_csv_action = self._action(file_menu, "Export Results as &CSV…", lambda: self.choose_export("csv"))
+        self.export_geojson_action = self._action(file_menu, "Export Results as &GeoJSON…",
+                                                  lambda: self.choose_export("geojson"))
+        file_menu.addSeparator()
+        self._action(file_menu, "&Quit", self.close, QKeySequence.StandardKey.Quit)
+
+        edit_menu = bar.addMenu("&Edit")
+        self.find_action = self._action(edit_menu, "&Find…", self.focus_search, QKeySequence.StandardKey.Find)
+
+        view_menu = bar.addMenu("&View")
+        view_menu.addAction(self.errors_dock.toggleViewAction())
+
+        tools_menu = bar.addMenu("&Tools")
+        self.train_action = self._action(tools_menu, "&Train…", lambda: None, None, "coming soon")
+        self.train_action.setEnabled(False)
+        tools_menu.setToolTipsVisible(True)
+        self._update_actions()
+
+    def _fill_recent_menu(self) -> None:
+        self.recent_menu.clear()
+        folders = self.settings.recent_folders()
+        for folder in folders:
+            self.recent_menu.addAction(folder).triggered.connect(lambda _=False, f=folder: self.open_folder(f))
+        if folders:
+            self.recent_menu.addSeparator()
+            self.recent_menu.addAction("Clear Menu").triggered.connect(self.settings.clear_recent_folders)
+        else:
+            self.recent_menu.addAction("No recent folders").setEnabled(False)

@@ -1,0 +1,47 @@
+"""The shipped default model on the shipped demo folder: useful out of the box, offline."""
+import json
+
+import pytest
+
+from duch_desktop.core.defaults import default_model_dir, demo_dir
+from duch_desktop.core.hashing import DuchModel
+from duch_desktop.core.index import Archive
+from duch_desktop.core.jobs import drive
+
+# One plain query per UCM class, phrased the way the issue asks (class names, not captions).
+CLASS_QUERIES = {
+    "agricultural": "agricultural fields", "airplane": "many airplanes at an airport",
+    "baseballdiamond": "a baseball field", "beach": "a beach", "buildings": "buildings",
+    "chaparral": "chaparral", "denseresidential": "a dense residential area", "forest": "a forest",
+    "freeway": "a freeway", "golfcourse": "a golf course", "harbor": "a harbor", "intersection": "an intersection",
+    "mediumresidential": "a medium residential area", "mobilehomepark": "a mobile home park",
+    "overpass": "an overpass", "parkinglot": "a parking lot", "river": "a river", "runway": "a runway",
+    "sparseresidential": "a sparse residential area", "storagetanks": "storage tanks",
+    "tenniscourt": "a tennis court",
+}
+
+
+def test_shipped_bundle_is_complete_and_small():
+    bundle = default_model_dir()
+    model = DuchModel.load(bundle)  # verifies the SHA-256 recorded in model.json
+    assert model.bits == 64 and model.image_dim == 1280 and model.text_dim == 384
+    size = sum(f.stat().st_size for f in bundle.iterdir())
+    assert size < 40 * 2**20
+    captions = json.loads((bundle / "captions.json").read_text())
+    assert len(captions) > 1000 and all(isinstance(c, str) for c in captions)
+
+
+@pytest.mark.slow
+def test_demo_class_queries_hit_top5(tmp_path):
+    archive = Archive.open(tmp_path / "index", create_root=demo_dir())
+    report = drive(archive.index())
+    assert report.errors == 0 and report.added >= 63
+    hits = 0
+    for cls, query in CLASS_QUERIES.items():
+        top = [h.rel.split("/")[0] for h in archive.search_text(query, k=5)]
+        hits += cls in top
+    print(f"demo class queries with a tile of the class in the top 5: {hits}/21")
+    assert hits >= 18
+    geo = [h for h in archive.search_text("storage tanks", k=10) if h.rel.startswith("geotiff/")]
+    assert geo and geo[0].footprint, "the georeferenced demo GeoTIFF should be found with its footprint"
+    archive.close()
