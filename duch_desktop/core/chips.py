@@ -1,4 +1,4 @@
-"""Scenes cut into chips: the chip grid, chip footprints and scene previews; Qt-free.
+"""Scenes cut into chips: the chip grid, chip footprints, planning a run's chips, scene previews.
 
 A raster larger than the chip size (a 10 000 x 10 000 px orthophoto, a Sentinel-2 granule) is
 indexed as windows ``(col_off, row_off, width, height)`` in pixels of the file, each read
@@ -6,12 +6,15 @@ with a rasterio window (never the whole scene) and encoded as a tile of its own.
 
 - The grid steps by ``chip - overlap``; the last window of a row/column is shifted back to
   end at the raster's edge (no padding), so every window lies inside the raster and has the
-  chip's size. A raster no larger than the chip in either direction stays one tile.
+  chip's size. A raster no larger than the chip both ways stays one tile (a long strip only
+  one chip high is cut along its length).
 - ``chip_m`` gives the chip size in metres where the ground pixel size is known (projected
   CRS in metres/feet, or degrees converted at the scene's latitude): the window then spans
   ``chip_m`` metres and is resampled to the encoder's input size, i.e. to about the ground
   resolution the model was trained on. Elsewhere the ``chip`` pixel size applies.
 - ``overlap`` is in the unit of the chip size: metres with ``chip_m``, else pixels.
+- A chip's row id is stable while its file and window are: :class:`ChipPlanning` reconciles a
+  scene's planned windows with its rows (kept windows keep their ids, see ``indexing.py``).
 """
 from __future__ import annotations
 
@@ -35,9 +38,6 @@ DEFAULT_CHIP = 256  # pixels: chip size used with chip_m where the pixel size is
 MIN_CHIP = 32  # pixels: smaller windows say nothing the model can read (and explode in number)
 MAX_CHIPS_PER_FILE = 2_000_000  # a guard against a 1-px chip of a huge mosaic
 SCENE_PREVIEWS = "scenes"  # subfolder of thumbs/ holding whole-scene previews
-
-Window = tuple[int, int, int, int]
-
 
 @dataclass(frozen=True)
 class ChipOptions:

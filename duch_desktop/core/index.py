@@ -2,9 +2,10 @@
 
 The layout of an index directory is described in :mod:`store` (never inside the imagery
 folder by default, see :func:`defaults.default_index_dir`). This module opens and closes an
-archive, loads its encoders and keeps its faiss code indexes in step with SQLite; the
-indexing run lives in :mod:`indexing`, the read side (search, records, thumbnails) in
-:mod:`search`.
+archive (migrating an older database), loads its encoders and keeps its faiss code indexes
+(:mod:`codes`) in step with SQLite. The indexing run lives in :mod:`indexing` (with the
+planning of scene chips in :mod:`chips` and decoding in :mod:`reader`), the read side
+(search, records, thumbnails, scene previews) in :mod:`search`.
 
 SQLite is the source of truth: every batch of tiles commits rows and codes together, and a
 faiss file that is missing, unreadable or older than the database (``*_faiss_gen`` behind
@@ -21,8 +22,8 @@ from pathlib import Path
 from .defaults import check_encoder_dim, load_image_encoder_for, load_text_encoder_for, resolve_model
 from .hashing import DuchModel
 from .indexing import SAVE_EVERY_S, STRETCHES, Indexing, IndexReport, read_caption_texts
-from .jobs import UserError
 from .codes import CodeIndex, codes_from_rows
+from .jobs import UserError
 from .search import ArchiveQueries, CaptionHit, Hit, TileRecord
 from .store import (ARCHIVE_DB, CAPTIONS_FAISS, FAISS_FILES, FORMAT, RUN_LOCK, THUMBS, TILES_FAISS,
                     code_rows_sql, connect, create_or_migrate, display_rel, get_meta, now, set_meta)

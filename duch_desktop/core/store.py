@@ -4,7 +4,11 @@
   chip of a scene, ``id`` = faiss id, the packed code of readable tiles, the reason for
   unreadable ones), ``captions``;
 - ``tiles.faiss`` / ``captions.faiss``: faiss binary indexes over the codes, ids = row ids;
-- ``thumbs/``: JPEG thumbnails made on demand; ``indexing.lock``: held by the indexing run.
+- ``thumbs/``: JPEG thumbnails made on demand (``thumbs/scenes/<size>/``: whole-scene previews);
+  ``indexing.lock``: held by the indexing run.
+
+``meta`` keys include ``options`` (bands/stretch JSON) and ``chips`` (chip options JSON, absent
+when every file is one tile), ``format``, ``root``, the model's identity and fingerprint.
 
 Each table's writes advance a generation counter in ``meta`` (``<table>_gen``); a faiss file
 records the generation it reflects (``<table>_faiss_gen``) so a stale one is rebuilt on open.

@@ -1,7 +1,6 @@
 """Scenes cut into chips: the grid, footprints, stable ids, incremental runs, previews, UCM scenes."""
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import time
@@ -399,6 +398,8 @@ def test_ucm_tiles_inside_a_scene_are_found_at_their_windows(tmp_path, ucm_scene
 @pytest.mark.slow
 def test_text_query_finds_ucm_tiles_inside_a_scene(tmp_path, ucm_scene):
     """With the shipped model: a text query returns the window holding the UCM tile of its class."""
+    from rasterio.warp import transform_bounds
+
     from duch_desktop.core import defaults
 
     try:
@@ -411,14 +412,12 @@ def test_text_query_finds_ucm_tiles_inside_a_scene(tmp_path, ucm_scene):
     assert report.chips == 256 and report.errors == 0
     queries = {"airplane": "many planes are parked at the airport", "baseballdiamond": "a baseball field",
                "storagetanks": "several white storage tanks", "tenniscourt": "a tennis court"}
-    found = {}
-    for cls, text in queries.items():
-        hits = archive.search_text(text, k=10)
-        windows = {w for w, c in targets.items() if c == cls}
-        found[cls] = any(h.window in windows for h in hits)
-        for h in hits:
-            if h.window in windows:
-                assert h.footprint and json.dumps(h.footprint) == json.dumps(archive.tile(h.tile_id).footprint)
-    assert found["airplane"], found
-    assert sum(found.values()) >= 3, found
+    for cls, text in queries.items():  # measured: every target ranks first (the model saw UCM in training)
+        hits = archive.search_text(text, k=5)
+        found = [h for h in hits if targets.get(h.window) == cls]
+        assert found, (cls, [(h.window, targets.get(h.window)) for h in hits])
+        col, row, width, height = found[0].window
+        x0, y1 = 500000.0 + col * 0.3, 5810000.0 - row * 0.3
+        box = transform_bounds("EPSG:32633", "EPSG:4326", x0, y1 - height * 0.3, x0 + width * 0.3, y1)
+        assert np.allclose(np.array(found[0].footprint)[[0, 2]], [box[:2], box[2:]], atol=1e-7)
     archive.close()
