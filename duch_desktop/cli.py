@@ -83,7 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("index", parents=[debug], help="index (or update the index of) a folder of tiles")
-    p.add_argument("folder", type=Path, metavar="FOLDER")
+    p.add_argument("folder", type=Path, metavar="FOLDER", nargs="?",
+                   help="folder of tiles (omit with --demo)")
+    p.add_argument("--demo", action="store_true", help="index the bundled demo folder (resources/demo)")
     p.add_argument("--index-dir", type=Path, help="where to keep the index (default: the user data dir)")
     p.add_argument("--model", type=Path, help="hashing model bundle (default: the shipped model)")
     p.add_argument("--bands", help="1-based bands shown as red,green,blue, e.g. 4,3,2 (default: the first three)")
@@ -145,6 +147,12 @@ def cmd_index(args) -> int:
     from .core.defaults import default_index_dir
     from .core.index import Archive
 
+    if args.demo:
+        from .core.defaults import demo_dir
+
+        args.folder = demo_dir()
+    elif args.folder is None:
+        raise UserError("give a FOLDER to index (or --demo for the bundled demo folder)")
     folder = Path(os.path.abspath(args.folder))
     if not folder.is_dir():
         raise UserError(f"folder not found: {_show(args.folder)}")

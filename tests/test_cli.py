@@ -228,3 +228,11 @@ def test_subprocess_with_real_hf_encoders(tmp_path, tile_folder, hf_model_dir):
     assert len(json.loads(res.stdout)["features"]) == 4
     res = duch("search", "", "--index-dir", index_dir)
     assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
+
+
+def test_index_without_folder_or_demo_is_a_one_line_user_error(capsys):
+    from duch_desktop.cli import main
+
+    assert main(["index"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--demo" in err[0]
