@@ -69,8 +69,12 @@ class SearchMixin:
         self.tasks.submit(call, archive, on_result=done, on_error=failed)
 
     def _no_results_text(self, label: str, radius: int | None) -> str:
-        if self._tile_count == 0 or (self._tile_count is None and not self.is_indexing()):
-            return self.empty_index_text() if not self.is_indexing() else "Nothing is indexed yet; try again in a moment."
+        # None = the tile count is still being fetched; the stats callback replaces this message
+        # with the empty-index one if the index really is empty.
+        if self._tile_count == 0 and not self.is_indexing():
+            return self.empty_index_text()
+        if not self._tile_count and self.is_indexing():
+            return "Nothing is indexed yet; try again in a moment."
         if radius is not None:
             return (f"No tiles within Hamming distance {radius} of “{label}”.\n\n"
                     "Raise “Max distance” or set it to “any”.")

@@ -47,6 +47,7 @@ def index_folder(qtbot, window, folder):
     with qtbot.waitSignal(window.indexing_finished, timeout=30000) as sig:
         window.open_folder(folder)
     qtbot.waitUntil(lambda: not window.is_indexing(), timeout=10000)
+    qtbot.waitUntil(lambda: bool(window._tile_count), timeout=10000)  # stats refresh after the run
     return sig.args[0]
 
 
