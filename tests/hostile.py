@@ -32,7 +32,8 @@ NOT_SCANNED = (
 )
 
 
-def _geotiff(path: Path, data: np.ndarray, **profile) -> None:
+def write_geotiff(path: Path, data: np.ndarray, **profile) -> Path:
+    """Write ``data`` (bands, rows, cols) as a GeoTIFF with ``profile`` overrides; returns ``path``."""
     count, h, w = data.shape
     prof = dict(driver="GTiff", width=w, height=h, count=count, dtype=data.dtype.name)
     prof.update(profile)
@@ -40,6 +41,7 @@ def _geotiff(path: Path, data: np.ndarray, **profile) -> None:
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         with rasterio.open(path, "w", **prof) as ds:
             ds.write(data)
+    return path
 
 
 def _rgb(h: int = 64, w: int = 64, seed: int = 0) -> np.ndarray:
@@ -80,7 +82,7 @@ def make_hostile_corpus(root: Path) -> dict[str, str]:
     def tif(rel: str, data: np.ndarray, outcome: str = "ok", **profile) -> Path:
         p = root / rel
         p.parent.mkdir(parents=True, exist_ok=True)
-        _geotiff(p, data, **profile)
+        write_geotiff(p, data, **profile)
         exp[rel] = outcome
         return p
 
@@ -181,7 +183,7 @@ def make_hostile_corpus(root: Path) -> dict[str, str]:
     # --- things scan must not yield ----------------------------------------------------
     outside = root.parent / f"{root.name}.outside"
     outside.mkdir(exist_ok=True)
-    _geotiff(outside / "outside.tif", _rgb(seed=10))
+    write_geotiff(outside / "outside.tif", _rgb(seed=10))
     os.symlink(outside / "outside.tif", root / "link_outside.tif")
     os.symlink(".", root / "nested" / "loop")  # nested/loop -> nested
     os.symlink(root / "no_such_target.tif", root / "dangling.tif")

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import threading
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,6 @@ import pytest
 import rasterio
 from PIL import Image
 from affine import Affine
-from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
 from duch_desktop.core import imagery
@@ -25,7 +23,7 @@ from duch_desktop.core.imagery import (
     ImageryError, TileMeta, make_thumbnail, parse_bands, quick_hash, read_meta, read_tile, scan,
 )
 from duch_desktop.core.jobs import UserError
-from tests.hostile import HUGE, NOT_SCANNED, S2_FILE, make_hostile_corpus
+from tests.hostile import HUGE, NOT_SCANNED, S2_FILE, make_hostile_corpus, write_geotiff
 
 REPO = Path(__file__).resolve().parents[2]
 UCM_TILE = REPO.parent / "shared" / "data" / "ucm" / "images" / "airplane" / "airplane00.jpg"
@@ -37,15 +35,7 @@ def corpus(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     return root, make_hostile_corpus(root)
 
 
-def _write(path: Path, data: np.ndarray, **profile) -> Path:
-    count, h, w = data.shape
-    prof = dict(driver="GTiff", width=w, height=h, count=count, dtype=data.dtype.name)
-    prof.update(profile)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with rasterio.open(path, "w", **prof) as ds:
-            ds.write(data)
-    return path
+_write = write_geotiff
 
 
 def _snapshot(root: Path) -> dict[str, tuple]:
