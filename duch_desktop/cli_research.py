@@ -246,7 +246,7 @@ def _train(args) -> int:
     ienc, tenc = _encoders(args)
     summary = run_job(train_job(args, ienc, tenc))
     print(f"saved {summary['bundle']} ({summary['bits']} bits, trained on {summary['source']}; "
-          f"best epoch {summary['best_epoch']}, validation score {summary['best_val']:.3f})")
+          f"best epoch {summary['best_epoch']}, held-out NT-Xent {-summary['best_val']:.3f})")
     m = summary.get("mAP@20")
     if m:
         print(f"UCM mAP@20 (standard / paper-variant): I->T {m['i2t_standard']:.3f} / {m['i2t_paper']:.3f}, "

@@ -348,7 +348,7 @@ def write_report(report: EvalReport, out_dir: Path) -> None:
         f"- Training: {s['epochs']} epochs, batch {s['train_config']['batch_size']}, lr {s['train_config']['lr']}, "
         f"τ = {s['train_config']['temperature']}; image views {', '.join(s['image_views'])}; "
         f"{s['n_training_texts']} training texts (5 captions + rule-based variants per tile). The epoch is "
-        f"chosen by a label-free score on {int(s['train_config']['val_fraction'] * 100)} % of the *training* "
+        f"chosen by a label-free score (held-out image–text NT-Xent) on {int(s['train_config']['val_fraction'] * 100)} % of the *training* "
         "tiles held out; query/retrieval tiles are never seen before scoring.",
         "", "## mAP@20, cross-modal (binary codes)", "",
         "Standard = AP over the top 20; paper-variant = the DUCH code's `calc_map_k` (counts relevant items "

@@ -90,7 +90,7 @@ def test_trained_codes_beat_random_codes_and_report_is_written(mini, tmp_path):
                                       config=TrainConfig(batch_size=16, lr=3e-4), num_workers=0))
     assert (report.setup["n_train"], report.setup["n_query"], report.setup["n_retrieval"]) == (42, 8, 34)
     (r,) = report.results
-    rnd = report.random[16]
+    rnd = report.random[32]
     # measured: trained ~0.50 / 0.48 against random ~0.09 / 0.10 (standard mAP@20, I->T / T->I)
     assert r["i2t_standard"] > rnd["i2t_standard"] + 0.15
     assert r["t2i_standard"] > rnd["t2i_standard"] + 0.15
@@ -135,9 +135,9 @@ def test_real_encoders_on_210_tiles(tmp_path):
     from duch_desktop.core.encoders import load_image_encoder, load_text_encoder
 
     root = mini_ucm(tmp_path / "ucm", per_class=10)
-    report = drive(run_ucm_evaluation(root, load_image_encoder(), load_text_encoder(), bits=(16,), epochs=15,
+    report = drive(run_ucm_evaluation(root, load_image_encoder(), load_text_encoder(), bits=(32,), epochs=30,
                                       ablation=False, cache_dir=tmp_path / "cache",
                                       config=TrainConfig(batch_size=64, lr=3e-4)))
-    (r,), rnd = report.results, report.random[16]
+    (r,), rnd = report.results, report.random[32]
     assert r["i2t_standard"] > rnd["i2t_standard"] + 0.25
     assert r["t2i_standard"] > rnd["t2i_standard"] + 0.25
