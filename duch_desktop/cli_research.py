@@ -19,6 +19,7 @@ import numpy as np
 from .core.jobs import Cancelled, Job, Progress, UserError, drive
 
 DEFAULT_UCM = Path("../shared/data/ucm")
+DEFAULT_QUERIES = Path("tests/data/external_queries.json")
 CAPTION_FILE_NAMES = ("captions.csv", "captions.json")
 
 
@@ -51,6 +52,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--no-ablation", action="store_true", help="skip the six loss-ablation runs at 64 bits")
     e.add_argument("--out", type=Path, default=Path("docs"), help="folder for the report files (default docs)")
     e.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
+    e.add_argument("--external", type=Path, metavar="FOLDER",
+                   help="instead of the UCM benchmark, score a trained model on a folder of <class>/<tile> images "
+                        "it never saw, with free-form queries (e.g. ../shared/data/external)")
+    e.add_argument("--queries", type=Path, default=DEFAULT_QUERIES,
+                   help=f"with --external: JSON {{class: [query, ...]}} (default {DEFAULT_QUERIES})")
+    e.add_argument("--model", type=Path, help="with --external: model bundle to score (default: the shipped model)")
     _common(e)
     e.set_defaults(func=cmd_evaluate)
 
@@ -141,6 +148,8 @@ def cmd_evaluate(args) -> int:
 
 
 def _evaluate(args) -> int:
+    if args.external is not None:
+        return _evaluate_external(args)
     from .core.evaluate import results_table, run_ucm_evaluation
     from .core.training import TrainConfig
 
@@ -162,6 +171,36 @@ def _evaluate(args) -> int:
     else:
         print(results_table(report))
         print(f"\nwrote {args.out / 'results.md'}, results.json, precision_at_k.png")
+    return 0
+
+
+def _evaluate_external(args) -> int:
+    from .core.defaults import default_model_dir
+    from .core.external import generalisation_set, load_labelled_folder, load_queries, report_markdown, \
+        score_generalisation, with_section
+    from .core.hashing import DuchModel
+
+    load_queries(args.queries, load_labelled_folder(args.external).class_names)  # fail before loading encoders
+    model = DuchModel.load(args.model or default_model_dir())
+    ienc, tenc = _encoders(args)
+    for have, ident, what in ((ienc, model.meta.get("image_encoder"), "image"),
+                              (tenc, model.meta.get("text_encoder"), "text")):
+        if ident and have.identity != ident:
+            raise UserError(f"the model was trained on {what} features of {ident}, not {have.identity}: "
+                            f"pass --{what}-encoder accordingly")
+    gs = run_job(generalisation_set(ienc, tenc, args.external, args.queries, args.cache_dir, args.workers))
+    report = score_generalisation(model, gs, seed=args.seed)
+    section = report_markdown(report)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(section)
+    args.out.mkdir(parents=True, exist_ok=True)
+    _write_json(args.out / "external.json", report.to_dict())
+    md = args.out / "results.md"
+    _write_text(md, with_section(md.read_text(encoding="utf-8") if md.is_file() else "", section))
+    print(f"wrote {args.out / 'external.json'} and the generalisation section of {args.out / 'results.md'}",
+          file=sys.stderr)
     return 0
 
 
@@ -230,10 +269,15 @@ def train_job(args, image_encoder, text_encoder) -> Job[dict]:
 
 
 def _write_json(path: Path, obj) -> None:
+    _write_text(path, json.dumps(obj, ensure_ascii=False, indent=0))
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Atomic write (temp file + rename): an interrupted run never leaves half a file."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(obj, f, ensure_ascii=False, indent=0)
-    os.chmod(tmp, 0o644)  # mkstemp makes it private; a bundle file is meant to be shared
+        f.write(text)
+    os.chmod(tmp, 0o644)  # mkstemp makes it private; these files are meant to be shared
     os.replace(tmp, path)
 
 

@@ -6,7 +6,7 @@ import pytest
 from duch_desktop.core.defaults import default_model_dir, demo_dir
 from duch_desktop.core.hashing import DuchModel
 from duch_desktop.core.index import Archive
-from duch_desktop.core.jobs import drive
+from duch_desktop.core.jobs import UserError, drive
 
 # One plain query per UCM class, phrased the way the issue asks (class names, not captions).
 CLASS_QUERIES = {
@@ -44,4 +44,14 @@ def test_demo_class_queries_hit_top5(tmp_path):
     assert hits >= 18
     geo = [h for h in archive.search_text("storage tanks", k=10) if h.rel.startswith("geotiff/")]
     assert geo and geo[0].footprint, "the georeferenced demo GeoTIFF should be found with its footprint"
+
+    # odd queries: nonsense still ranks, an empty one is a plain message, a long one says it was cut
+    assert len(archive.search_text("purple elephants dancing on the moon", k=5)) == 5
+    with pytest.raises(UserError, match="type a description"):
+        archive.search_text("   ", k=5)
+    assert archive.query_note("a river") is None
+    long_query = ("a dense residential area next to a highway with many cars and some trees " * 30)[:2000]
+    assert len(archive.search_text(long_query, k=5)) == 5
+    note = archive.query_note(long_query)
+    assert note and "first 64" in note and "a dense residential area" in note
     archive.close()

@@ -8,6 +8,14 @@ Image views (on a decoded uint8 (s, s, 3) RGB tile, as in the paper's pre-comput
 - ``crop`` — centre crop of 200/256 of the side (the paper's 200 px of a 256 px UCM tile),
   resized back to the input size, then a horizontal flip with probability 1/2.
 
+Views beyond the paper, for imagery from other sensors (see docs/results.md, generalisation):
+
+- ``zoomout`` — coarser ground sampling over a larger footprint: the tile is mirror-extended
+  to 1/f of its side (f in [0.4, 0.7]) and the canvas resized back, so objects shrink as in AID/NWPU tiles that cover 0.3–5 km at 150–256 px.
+- ``scale`` — resolution loss only: down-sampled by f in [0.3, 0.7] and back up (bilinear).
+- ``colour`` — radiometry of another sensor: per-channel gain, brightness, contrast,
+  saturation and gamma drawn at random.
+
 Text views: the paper pre-computes GloVe synonym replacement or back-translation; neither is
 available offline (no embedding file, no translation model), so :func:`text_view` makes
 rule-based edits instead — synonym replacement from a small hand-written table of remote-sensing
@@ -23,7 +31,8 @@ import re
 import numpy as np
 from PIL import Image, ImageFilter
 
-IMAGE_VIEWS = ("orig", "rot", "blur", "crop")
+IMAGE_VIEWS = ("orig", "rot", "blur", "crop", "zoomout", "scale", "colour")
+PAPER_VIEWS = ("orig", "rot", "blur", "crop")
 CROP_FRACTION = 200 / 256
 BLUR_SIGMA = (1.0, 2.0)
 
@@ -51,7 +60,42 @@ def center_crop(img: np.ndarray, rng: np.random.Generator, fraction: float = CRO
     return out
 
 
-_IMAGE_FUNCS = {"orig": lambda img, rng: img, "rot": rotate, "blur": blur, "crop": center_crop}
+def zoom_out(img: np.ndarray, rng: np.random.Generator, fraction: tuple[float, float] = (0.4, 0.7)) -> np.ndarray:
+    """The tile shrunk to a fraction f of its side, surrounded by its own mirror images.
+
+    Mirroring (not wrapping) keeps the edges continuous, so the encoder sees a larger, plausible
+    scene rather than seams; the tile itself sits at a random offset, not always centred.
+    """
+    h, w = img.shape[:2]
+    f = float(rng.uniform(*fraction))
+    ch, cw = round(h / f), round(w / f)
+    top, left = int(rng.integers(0, ch - h + 1)), int(rng.integers(0, cw - w + 1))
+    canvas = np.pad(img, ((top, ch - h - top), (left, cw - w - left), (0, 0)), mode="symmetric")
+    return np.asarray(Image.fromarray(canvas).resize((w, h), Image.LANCZOS))
+
+
+def rescale(img: np.ndarray, rng: np.random.Generator, fraction: tuple[float, float] = (0.3, 0.7)) -> np.ndarray:
+    """Down-sample by a factor f in ``fraction`` and back up: same footprint, coarser pixels."""
+    h, w = img.shape[:2]
+    f = float(rng.uniform(*fraction))
+    small = Image.fromarray(img).resize((max(8, round(w * f)), max(8, round(h * f))), Image.BOX)
+    return np.asarray(small.resize((w, h), Image.BILINEAR))
+
+
+def colour(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Random radiometry: per-channel gain, brightness, contrast, saturation and gamma."""
+    x = img.astype(np.float32) / 255.0
+    x = x * rng.uniform(0.8, 1.2, size=3).astype(np.float32)                    # channel gains
+    grey = x.mean(axis=2, keepdims=True)
+    x = grey + (x - grey) * np.float32(rng.uniform(0.4, 1.4))                   # saturation
+    m = x.mean()
+    x = m + (x - m) * np.float32(rng.uniform(0.7, 1.3)) + np.float32(rng.uniform(-0.1, 0.1))  # contrast, brightness
+    x = np.clip(x, 0.0, 1.0) ** np.float32(rng.uniform(0.7, 1.4))               # gamma
+    return (x * 255.0 + 0.5).astype(np.uint8)
+
+
+_IMAGE_FUNCS = {"orig": lambda img, rng: img, "rot": rotate, "blur": blur, "crop": center_crop,
+                "zoomout": zoom_out, "scale": rescale, "colour": colour}
 
 
 def image_view(name: str, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:

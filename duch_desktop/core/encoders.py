@@ -215,6 +215,10 @@ class HFTextEncoder(_BatchedEncoder):
         self.dim = int(self.net.config.hidden_size)
         self.identity = identity or _dir_identity(path)
 
+    def token_count(self, text: str) -> int:
+        """Tokens ``text`` takes, special tokens included (more than ``max_tokens`` are cut off)."""
+        return len(self.tokenizer(text, truncation=False, verbose=False)["input_ids"])
+
     @torch.inference_mode()
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         texts = list(texts)

@@ -380,7 +380,9 @@ def write_report(report: EvalReport, out_dir: Path) -> None:
     md += [f"| {k} | {v:.1f} |" for k, v in report.timings.items()]
     md += ["", "Feature extraction is cached on disk; the rows above say how much of it this run computed.", "",
            "![P@K](precision_at_k.png)", ""]
-    (out_dir / "results.md").write_text("\n".join(md), encoding="utf-8")
+    from .external import kept_section  # the generalisation section is written by another command
+
+    (out_dir / "results.md").write_text("\n".join(md) + kept_section(out_dir / "results.md"), encoding="utf-8")
     (out_dir / "results.json").write_text(report.to_json(), encoding="utf-8")
     plot_precision_at_k(report, out_dir / "precision_at_k.png")
 

@@ -38,6 +38,21 @@ def text_code(model, text_encoder, text: str) -> np.ndarray:
     return model.text_codes(feats)
 
 
+def query_note(text_encoder, text: str) -> str | None:
+    """A note for the user when the text encoder will not read all of ``text`` (None otherwise)."""
+    count, limit = getattr(text_encoder, "token_count", None), getattr(text_encoder, "max_tokens", None)
+    if count is None or limit is None or not isinstance(text, str) or not text.strip():
+        return None
+    n = count(" ".join(text.split()))
+    if n <= limit:
+        return None
+    kept = text_encoder.tokenizer.decode(
+        text_encoder.tokenizer(" ".join(text.split()), truncation=True, max_length=limit)["input_ids"],
+        skip_special_tokens=True)
+    return (f"the description is {n} tokens long; the text encoder reads only the first {limit}, "
+            f"so the search used “{kept[:60]}…” ({len(kept.split())} words)")
+
+
 def image_code(model, image_encoder, path: Path, bands=None, stretch: str = "auto") -> np.ndarray:
     """Packed code (1, bits/8) of any image file, read as the archive reads its tiles.
 
@@ -155,6 +170,10 @@ class ArchiveQueries:
             raise UserError("type a description to search")
         self._check_fresh()
         return self._hits(self._codes["tiles"].search(text_code(self.model, self.text_encoder, query), k, radius))
+
+    def query_note(self, query: str) -> str | None:
+        """What the user should know about how ``query`` was read (e.g. truncated), or None."""
+        return query_note(self.text_encoder, query)
 
     def similar(self, image: int | Path, k: int = 20, radius: int | None = None) -> list[Hit]:
         """Tiles nearest to an indexed tile (by id; itself left out) or to any image file."""

@@ -38,6 +38,7 @@ class TrainConfig:
     beta: float = 0.001       # quantization
     gamma: float = 0.01       # bit balance
     gp_weight: float = 10.0
+    text_noise: float = 0.0   # Gaussian noise on text features, in units of their per-dimension std
     val_fraction: float = 0.1
     seed: int = 42
     device: str | None = None
@@ -162,6 +163,9 @@ def train(data: TrainingData, config: TrainConfig, image_encoder: str, text_enco
 
     img = torch.as_tensor(fit.image_views, dtype=torch.float32, device=device)
     txt = torch.as_tensor(fit.texts, dtype=torch.float32, device=device)
+    # Free-form queries land near, not on, the training captions in the text encoder's space;
+    # jittering the text features during training teaches the head that neighbourhood.
+    txt_std = txt.std(dim=0, keepdim=True) * cfg.text_noise if cfg.text_noise > 0 else None
     bs = min(cfg.batch_size, fit.n_images)
     steps_per_epoch = max(1, fit.n_images // bs)  # drop the ragged tail: BatchNorm needs full-ish batches
     total = cfg.epochs * steps_per_epoch
@@ -178,8 +182,12 @@ def train(data: TrainingData, config: TrainConfig, image_encoder: str, text_enco
             bt = torch.as_tensor(batch, device=device)
             i1 = model.image_head(img[va, bt])
             i2 = model.image_head(img[vb, bt])
-            t1 = model.text_head(txt[ta])
-            t2 = model.text_head(txt[tb])
+            x1, x2 = txt[ta], txt[tb]
+            if txt_std is not None:
+                x1 = x1 + torch.randn_like(x1) * txt_std
+                x2 = x2 + torch.randn_like(x2) * txt_std
+            t1 = model.text_head(x1)
+            t2 = model.text_head(x2)
 
             opt_d.zero_grad(set_to_none=True)
             d_loss = critic_loss(critic, i1, t1, cfg.gp_weight)

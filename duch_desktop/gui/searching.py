@@ -27,7 +27,11 @@ class SearchMixin:
         if self.search_bar.query.text().strip() != query:
             self.search_bar.query.setText(query)
         k, radius = self.search_bar.k(), self.search_bar.max_radius()
-        self._run_search(query, lambda a: a.search_text(query, k=k, radius=radius), radius)
+        try:
+            note = self.archive.query_note(query)
+        except Exception:  # a note is a nicety; the search itself reports real problems
+            note = None
+        self._run_search(query, lambda a: a.search_text(query, k=k, radius=radius), radius, note)
 
     def find_similar(self, tile_id: int) -> None:
         if self.archive is None:
@@ -37,7 +41,8 @@ class SearchMixin:
         name = hit_name(known[0]) if known else f"tile {tile_id}"
         self._run_search(f"similar to {name}", lambda a: a.similar(int(tile_id), k=k, radius=radius), radius)
 
-    def _run_search(self, label: str, call: Callable[[Any], list], radius: int | None) -> None:
+    def _run_search(self, label: str, call: Callable[[Any], list], radius: int | None,
+                    note: str | None = None) -> None:
         self._search_seq += 1
         seq, generation, archive = self._search_seq, self._generation, self.archive
         self.last_query = label
@@ -52,7 +57,9 @@ class SearchMixin:
             if hits:
                 self.stack.setCurrentWidget(self.results_view)
                 self.results_view.scrollToTop()
-                self.statusBar().showMessage(f"{len(hits)} results for “{label}”", 10000)
+                shown = label if len(label) <= 80 else label[:77] + "…"
+                self.statusBar().showMessage(f"{len(hits)} results for “{shown}”" + (f" — note: {note}" if note else ""),
+                                             0 if note else 10000)
             else:
                 self.show_message(self._no_results_text(label, radius))
                 self.statusBar().clearMessage()
