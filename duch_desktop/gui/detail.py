@@ -1,18 +1,22 @@
-"""Detail pane of one tile: larger preview, file metadata, nearest captions, find-similar."""
+"""Detail pane of one tile: larger preview, file metadata, nearest captions, find-similar;
+for a chip of a larger scene, also the scene with the chip's rectangle on it."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QImage, QPixmap
+from PySide6.QtCore import QRectF, Qt, Signal
+from PySide6.QtGui import QColor, QImage, QPainter, QPen, QPixmap
 from PySide6.QtWidgets import (QFormLayout, QGroupBox, QLabel, QListWidget, QListWidgetItem, QPushButton,
                                QScrollArea, QSizePolicy, QVBoxLayout, QWidget)
 
 from .export import footprint_text, show_path
 
 PREVIEW = 256
+SCENE_PREVIEW = 512  # long side of the scene preview asked of the archive (shown at PREVIEW)
+CHIP_OUTLINE = QColor(255, 40, 40)
+MIN_MARK = 6.0  # px: a chip smaller than this in the scene preview is still drawn this big
 
 
 @dataclass
@@ -43,14 +47,14 @@ def metadata_rows(record: Any) -> list[tuple[str, str]]:
     meta = getattr(record, "meta", None)
     rows = [("Path", show_path(getattr(record, "path", ""))), ("Size", human_size(getattr(record, "size", None)))]
     window = getattr(record, "window", None)
-    if window is not None:
+    if window is not None:  # (col, row, width, height), as in the CSV/GeoJSON export
         c, r, w, h = (int(v) for v in window)
-        rows.append(("Chip", f"{w} × {h} pixels at x {c}, y {r} of the scene"))
+        rows.append(("Window", f"col {c}, row {r}, {w} × {h} pixels"))
     if meta is None:
         rows.append(("Raster", "not read"))
     else:
         rows += [
-            ("Pixels", f"{meta.width} × {meta.height}"),
+            ("Scene pixels" if window is not None else "Pixels", f"{meta.width} × {meta.height}"),
             ("Bands", str(meta.bands)),
             ("Data type", str(meta.dtype)),
             ("CRS", meta.crs or "none (not georeferenced)"),
@@ -98,6 +102,14 @@ class DetailPane(QWidget):
         self.open_button.setToolTip("Open the file with the system viewer")
         self.open_button.clicked.connect(lambda: self.path and self.open_requested.emit(self.path))
 
+        self.scene_box = scene_box = QGroupBox("Where this chip lies in its scene")
+        self.scene = QLabel()
+        self.scene.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.scene.setAccessibleName("The chip's scene")
+        QVBoxLayout(scene_box).addWidget(self.scene)
+        self.scene_rect: QRectF | None = None  # the chip's rectangle in pixels of the shown scene pixmap
+        self.window: tuple | None = None
+
         self.meta_box = meta_box = QGroupBox("File")
         self.meta_form = QFormLayout(meta_box)
         self.meta_form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
@@ -119,6 +131,7 @@ class DetailPane(QWidget):
         layout.addWidget(self.preview)
         layout.addWidget(self.similar_button)
         layout.addWidget(self.open_button)
+        layout.addWidget(scene_box)
         layout.addWidget(meta_box)
         layout.addWidget(caption_box, 1)
         layout.addStretch(0)  # keeps the title at the top while the boxes are hidden
@@ -134,7 +147,8 @@ class DetailPane(QWidget):
 
     # ------------------------------------------------------------------ states
     def show_message(self, text: str) -> None:
-        self.tile_id, self.path = None, None
+        self.tile_id, self.path, self.window = None, None, None
+        self._clear_scene()
         self.title.setText(text)
         self.preview.clear()
         self.preview.setVisible(False)
@@ -147,7 +161,8 @@ class DetailPane(QWidget):
             w.setVisible(False)
 
     def show_loading(self, tile_id: int, name: str) -> None:
-        self.tile_id = tile_id
+        self.tile_id, self.window = tile_id, None
+        self._clear_scene()
         self.title.setText(f"{name}\nloading…")
         self.similar_button.setEnabled(True)
 
@@ -157,8 +172,13 @@ class DetailPane(QWidget):
         self.path = show_path(getattr(record, "path", "")) or None
         name = Path(str(getattr(record, "rel", "") or self.path or "")).name
         window = getattr(record, "window", None)
+        self.window = tuple(int(v) for v in window) if window is not None else None
+        self._clear_scene()
         if window is not None:
             name += f" @ {int(window[0])},{int(window[1])}"
+            self.scene.setWordWrap(True)
+            self.scene.setText("Loading the scene…")  # the main window loads it off the UI thread
+            self.scene_box.setVisible(True)
         suffix = f"  (distance {details.distance})" if details.distance is not None else ""
         self.title.setText(name + suffix)
         if details.preview is not None and not details.preview.isNull():
@@ -178,6 +198,47 @@ class DetailPane(QWidget):
             w.setVisible(True)
         self.similar_button.setEnabled(True)
         self.open_button.setEnabled(self.path is not None)
+
+    def show_scene(self, image: QImage | None, rect: Sequence[float]) -> None:
+        """The chip's scene (``image``) with the chip's ``rect`` ``(x0, y0, x1, y1)``, given in
+        pixels of ``image``, outlined; drawn at most PREVIEW pixels wide or high."""
+        if image is None or image.isNull():
+            self.show_scene_error("no preview of the scene is available")
+            return
+        pix = QPixmap.fromImage(image)
+        if pix.width() > PREVIEW or pix.height() > PREVIEW:
+            pix = pix.scaled(PREVIEW, PREVIEW, Qt.AspectRatioMode.KeepAspectRatio,
+                             Qt.TransformationMode.SmoothTransformation)
+        sx, sy = pix.width() / image.width(), pix.height() / image.height()
+        x0, y0, x1, y1 = (float(v) for v in rect)
+        box = QRectF(x0 * sx, y0 * sy, (x1 - x0) * sx, (y1 - y0) * sy)
+        if box.width() < MIN_MARK or box.height() < MIN_MARK:  # a tiny chip of a huge scene stays findable
+            centre = box.center()
+            box.setSize(box.size().expandedTo(QRectF(0, 0, MIN_MARK, MIN_MARK).size()))
+            box.moveCenter(centre)
+        painter = QPainter(pix)
+        pen = QPen(CHIP_OUTLINE, 2.0)
+        pen.setJoinStyle(Qt.PenJoinStyle.MiterJoin)
+        painter.setPen(pen)
+        # the 2 px line lies just inside the chip's edges, so a chip at the scene's border is fully drawn
+        painter.drawRect(box.adjusted(1, 1, -1, -1))
+        painter.end()
+        self.scene_rect = box
+        self.scene.setWordWrap(False)  # a word-wrapped label lays out a pixmap with no height
+        self.scene.setPixmap(pix)
+        self.scene_box.setVisible(True)
+
+    def show_scene_error(self, message: str) -> None:
+        self.scene_rect = None
+        self.scene.clear()
+        self.scene.setWordWrap(True)
+        self.scene.setText(f"The scene cannot be shown: {message}")
+        self.scene_box.setVisible(True)
+
+    def _clear_scene(self) -> None:
+        self.scene_rect = None
+        self.scene.clear()
+        self.scene_box.setVisible(False)
 
     def set_captions(self, captions: Sequence[Any], error: str | None = None) -> None:
         self.captions.clear()

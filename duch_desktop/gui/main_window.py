@@ -1,5 +1,6 @@
-"""The main window: open a folder or an index, index it in the background, search by text,
-inspect a tile, find similar tiles, export results."""
+"""The main window: open a folder or an index, index it in the background (chip options
+included), search by text, see the results as a grid or on a map, inspect a tile (a chip: in
+its scene), find similar tiles, export results."""
 from __future__ import annotations
 
 import sys
@@ -9,14 +10,16 @@ from typing import Any, Callable
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QCloseEvent, QGuiApplication
-from PySide6.QtWidgets import QFileDialog, QLabel, QMainWindow, QSplitter, QStackedWidget, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (QDialog, QFileDialog, QLabel, QMainWindow, QSplitter, QStackedWidget, QTabBar,
+                               QVBoxLayout, QWidget)
 
 from .desktop import (NO_FOLDER, NO_IMAGES, NO_INDEX, NO_READABLE, READY, STALE, default_index_dir,
                       default_opener, device_description, open_with_system, report_text,
                       reveal_in_file_manager, stats_text, tile_count)
-from .detail import DetailPane
+from .detail import SCENE_PREVIEW, DetailPane
+from .map_view import MapPanel
 from .menus import MenusMixin
-from .panels import ErrorsDock, IndexBar, MessagePage, SearchBar
+from .panels import ErrorsDock, IndexBar, IndexOptionsDialog, MessagePage, SearchBar, check_chip_options
 from .results import ResultsModel, ResultsView
 from .searching import SearchMixin
 from .settings import Settings
@@ -36,6 +39,7 @@ class MainWindow(MenusMixin, SearchMixin, QMainWindow):
     search_finished = Signal(list)
     search_failed = Signal(str)
     details_shown = Signal(int)
+    scene_shown = Signal(int)
 
     def __init__(self, settings: Settings | None = None, archive_options: dict | None = None,
                  index_options: dict | None = None, index_dir: str | Path | None = None,
@@ -58,6 +62,10 @@ class MainWindow(MenusMixin, SearchMixin, QMainWindow):
         self._stats: dict | None = None
         self._last_search: tuple | None = None
         self._index_failed = False
+        self._new_index = False   # the open index was created by this open: settings' chip options apply
+        self._chip_pending: dict | None = None  # chip options chosen for the open index, not yet run
+        self.results_mode = self.settings.results_mode()
+        self.options_dialog: IndexOptionsDialog | None = None
 
         self.setWindowTitle("DUCH Desktop")
         self.tasks = TaskRunner(self, max_threads=2)
@@ -83,15 +91,36 @@ class MainWindow(MenusMixin, SearchMixin, QMainWindow):
         self.results_view.copy_path_requested.connect(lambda p: QGuiApplication.clipboard().setText(p))
         self.results_view.reveal_requested.connect(lambda p: reveal_in_file_manager(p))
         self.results_view.similar_requested.connect(self.find_similar)
+        self.map_panel = MapPanel(self.thumbs)
+        self.map_view = self.map_panel.view
+        self.map_view.row_clicked.connect(self.select_result)
+        self.results_model.modelReset.connect(self._hits_changed)
+        self.results_view.selectionModel().currentChanged.connect(lambda cur, _p: self.map_view.select_row(cur.row()))
         self.stack = QStackedWidget()
         self.stack.addWidget(self.message)
         self.stack.addWidget(self.results_view)
+        self.stack.addWidget(self.map_panel)
+        self.stack.currentChanged.connect(self._page_changed)
+        self.mode_bar = QTabBar()
+        self.mode_bar.addTab("Grid")
+        self.mode_bar.addTab("Map")
+        self.mode_bar.setToolTip("Show the results as a grid of thumbnails or on a map")
+        self.mode_bar.setCurrentIndex(1 if self.results_mode == "map" else 0)
+        self.mode_bar.currentChanged.connect(lambda i: self.set_results_mode("map" if i == 1 else "grid"))
+        self.mode_bar.setVisible(False)
+        results_area = QWidget()
+        area = QVBoxLayout(results_area)
+        area.setContentsMargins(0, 0, 0, 0)
+        area.setSpacing(0)
+        area.addWidget(self.mode_bar)
+        area.addWidget(self.stack, 1)
 
         self.detail = DetailPane()
         self.detail.find_similar.connect(self.find_similar)
         self.detail.open_requested.connect(lambda p: open_with_system(p))
+        self.details_shown.connect(self._load_scene)
         self.splitter = QSplitter(Qt.Orientation.Horizontal)
-        self.splitter.addWidget(self.stack)
+        self.splitter.addWidget(results_area)
         self.splitter.addWidget(self.detail)
         self.splitter.setStretchFactor(0, 3)
         self.splitter.setStretchFactor(1, 1)
@@ -122,6 +151,7 @@ class MainWindow(MenusMixin, SearchMixin, QMainWindow):
         has_hits = self.results_model.rowCount() > 0
         self.export_csv_action.setEnabled(has_hits)
         self.export_geojson_action.setEnabled(has_hits)
+        self.fit_map_action.setEnabled(bool(self.map_view.items_by_row()))
 
     def _restore(self) -> None:
         geometry, state = self.settings.geometry(), self.settings.window_state()
@@ -135,6 +165,70 @@ class MainWindow(MenusMixin, SearchMixin, QMainWindow):
     def show_message(self, text: str) -> None:
         self.message.setText(text)
         self.stack.setCurrentWidget(self.message)
+
+    # ================================================================== grid / map
+    def set_results_mode(self, mode: str) -> None:
+        """Show the results as a "grid" or on a "map" (remembered); a message on screen stays."""
+        mode = "map" if mode == "map" else "grid"
+        self.results_mode = mode
+        self.settings.set_results_mode(mode)
+        self.mode_bar.blockSignals(True)  # its change signal would come back here
+        self.mode_bar.setCurrentIndex(1 if mode == "map" else 0)
+        self.mode_bar.blockSignals(False)
+        (self.map_action if mode == "map" else self.grid_action).setChecked(True)  # exclusive group
+        if self.stack.currentWidget() is not self.message:
+            self.stack.setCurrentWidget(self.map_panel if mode == "map" else self.results_view)
+
+    def _page_changed(self, _index: int) -> None:
+        page = self.stack.currentWidget()
+        # Searches show results by showing the grid page: in map mode they go to the map instead.
+        if page is self.results_view and self.results_mode == "map":
+            self.stack.setCurrentWidget(self.map_panel)
+            return
+        self.mode_bar.setVisible(page is not self.message)
+        if page is self.results_view and self.results_view.currentIndex().isValid():
+            self.results_view.scrollTo(self.results_view.currentIndex())
+
+    def fit_map(self) -> None:
+        self.set_results_mode("map")
+        self.map_view.fit_to_results()
+
+    def _hits_changed(self) -> None:
+        self.map_panel.set_hits(self.results_model.hits())
+        current = self.results_view.currentIndex()  # the view may have set one while the model reset
+        self.map_view.select_row(current.row() if current.isValid() else None)
+
+    def select_result(self, row: int) -> None:
+        """Make result ``row`` the current one (grid, map and detail pane follow)."""
+        index = self.results_model.index(row)
+        if index.isValid():
+            self.results_view.setCurrentIndex(index)
+
+    def _load_scene(self, tile_id: int) -> None:
+        """For a chip, load its scene's preview off the UI thread into the detail pane."""
+        archive, generation, seq = self.archive, self._generation, self._detail_seq
+        if archive is None or self.detail.window is None or self.detail.tile_id != tile_id:
+            return
+
+        def load():
+            from PySide6.QtGui import QImage
+
+            path, rect = archive.scene_preview(tile_id, size=SCENE_PREVIEW)
+            return QImage(str(path)), rect
+
+        def current() -> bool:
+            return seq == self._detail_seq and generation == self._generation and self.detail.tile_id == tile_id
+
+        def done(result) -> None:
+            if current():
+                self.detail.show_scene(*result)
+                self.scene_shown.emit(tile_id)
+
+        def failed(message: str) -> None:
+            if current():
+                self.detail.show_scene_error(message)
+
+        self.tasks.submit(load, on_result=done, on_error=failed)
 
     def focus_search(self) -> None:
         self.search_bar.query.setFocus(Qt.FocusReason.ShortcutFocusReason)
@@ -177,6 +271,9 @@ class MainWindow(MenusMixin, SearchMixin, QMainWindow):
             return
         self._close_archive()
         generation = self._generation
+        from duch_desktop.core.store import ARCHIVE_DB
+
+        new_index = folder is not None and not (index_dir / ARCHIVE_DB).is_file()
         self.show_message(f"Opening {folder or index_dir}…\n(the first start loads the models, "
                           "which can take a few seconds)")
         self.archive_label.setText("Opening…")
@@ -185,6 +282,7 @@ class MainWindow(MenusMixin, SearchMixin, QMainWindow):
             if generation != self._generation:
                 archive.close()
                 return
+            self._new_index = new_index
             self._set_archive(archive, index)
 
         def failed(message: str) -> None:
@@ -225,6 +323,7 @@ class MainWindow(MenusMixin, SearchMixin, QMainWindow):
                 print(f"closing the archive: {exc}", file=sys.stderr)
         self.archive, self.folder, self._tile_count, self._stats = None, None, None, None
         self.last_query, self._last_search = None, None
+        self._new_index, self._chip_pending = False, None
         self._update_actions()
 
     def _refresh_stats(self) -> None:
@@ -283,7 +382,12 @@ class MainWindow(MenusMixin, SearchMixin, QMainWindow):
     def start_indexing(self, **extra: Any) -> None:
         if self.archive is None or self.is_indexing():
             return
-        archive, options = self.archive, {**self.index_options, **extra}
+        # Chip options: those chosen for this index in the dialog; for a new index the saved
+        # ones; otherwise none, so the core keeps what the index was built with (as the CLI does).
+        saved = self.settings.chip_options() if self._new_index else {}
+        archive = self.archive
+        options = {**saved, **self.index_options, **(self._chip_pending or {}), **extra}
+        self._new_index, self._chip_pending = False, None
         self.job = JobWorker(lambda: archive.index(**options), self, min_interval=0.1)
         self.job.progress.connect(self._on_progress)
         self.job.finished.connect(self._on_indexed)
@@ -347,6 +451,70 @@ class MainWindow(MenusMixin, SearchMixin, QMainWindow):
             self.show_message(READY.format(""))
         self.indexing_done.emit()
 
+    # ================================================================== indexing options
+    def chip_values(self) -> dict:
+        """The chip options to start the dialog from: the open index's, else the saved ones."""
+        if self._chip_pending is not None:
+            return dict(self._chip_pending)
+        if self.archive is not None and self._stats is not None and not self._new_index:
+            cut = self._stats.get("chip_options") or {}
+            return {"chip": int(cut.get("chip") or 0), "overlap": float(cut.get("overlap") or 0),
+                    "chip_m": float(cut.get("chip_m") or 0)}
+        return self.settings.chip_options()
+
+    def _index_chip_text(self) -> str | None:
+        if self.archive is None or self._stats is None or self._new_index:
+            return None
+        cut = _chip_options(self._stats.get("chip_options"))
+        return cut.describe() if cut else "every file is one tile (no chips)"
+
+    def choose_index_options(self) -> None:
+        """Open the (window-modal) indexing options dialog; OK applies its values."""
+        if self.options_dialog is not None:
+            self.options_dialog.raise_()
+            return
+        dialog = IndexOptionsDialog(self.chip_values(), self._index_chip_text(), self)
+        dialog.accepted.connect(lambda: self.apply_chip_options(dialog.values()))
+        dialog.finished.connect(lambda _r: self._dialog_closed(dialog))
+        self.options_dialog = dialog
+        dialog.open()
+
+    def _dialog_closed(self, dialog: QDialog) -> None:
+        if self.options_dialog is dialog:
+            self.options_dialog = None
+        dialog.deleteLater()
+
+    def apply_chip_options(self, values: dict) -> bool:
+        """Save chip options and index the open folder with them (after a running job: the next run).
+
+        Impossible values are refused with the core's reason in the status bar; returns whether
+        they were taken.
+        """
+        from duch_desktop.core.jobs import UserError
+
+        values = {"chip": int(values.get("chip") or 0), "overlap": float(values.get("overlap") or 0),
+                  "chip_m": float(values.get("chip_m") or 0)}
+        try:
+            wanted = check_chip_options(**values)
+        except UserError as e:
+            self.statusBar().showMessage(f"Chip options not changed: {e}.", 15000)
+            return False
+        self.settings.set_chip_options(**values)
+        if self.archive is None:
+            self.statusBar().showMessage("Chip options saved: folders indexed for the first time use them.", 10000)
+            return True
+        cut = (self._stats or {}).get("chip_options")
+        if self._stats is not None and not self._new_index and wanted == _chip_options(cut):
+            self.statusBar().showMessage("This index already uses these chip options.", 10000)
+            return True
+        self._chip_pending = values
+        if self.is_indexing():
+            self.statusBar().showMessage("The new chip options apply to the next indexing run "
+                                         "(File ▸ Index Folder).", 15000)
+        else:
+            self.start_indexing()
+        return True
+
     # ================================================================== closing
     def closeEvent(self, event: QCloseEvent) -> None:
         self.settings.save_window(self.saveGeometry(), self.saveState())
@@ -365,3 +533,12 @@ class MainWindow(MenusMixin, SearchMixin, QMainWindow):
                 pass
             self.archive = None
         super().closeEvent(event)
+
+
+def _chip_options(cut: dict | None):
+    """The core's ChipOptions of a stats ``chip_options`` dict (None: chipping off)."""
+    if not cut:
+        return None
+    from duch_desktop.core.chips import ChipOptions
+
+    return ChipOptions(cut.get("chip"), cut.get("overlap") or 0, cut.get("chip_m"))

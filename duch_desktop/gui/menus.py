@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 
 
 class MenusMixin:
@@ -31,6 +31,8 @@ class MenusMixin:
                                            "Index new and changed files (incremental)")
         self.captions_action = self._action(file_menu, "Index with Captions &File…", self.choose_captions, None,
                                             "Add your own captions (CSV file,caption or JSON) and index the folder")
+        self.index_options_action = self._action(file_menu, "Indexing &Options…", self.choose_index_options, None,
+                                                 "Cut large scenes into chips: chip size, overlap")
         self.cancel_action = self._action(file_menu, "&Cancel Indexing", self.cancel_indexing, Qt.Key.Key_Escape,
                                           "Stop indexing; what is already indexed is kept")
         file_menu.addSeparator()
@@ -44,6 +46,18 @@ class MenusMixin:
         self.find_action = self._action(edit_menu, "&Find…", self.focus_search, QKeySequence.StandardKey.Find)
 
         view_menu = bar.addMenu("&View")
+        modes = QActionGroup(self)
+        self.grid_action = self._action(view_menu, "Results as &Grid", lambda: self.set_results_mode("grid"),
+                                        "Ctrl+1", "Show the results as a grid of thumbnails")
+        self.map_action = self._action(view_menu, "Results on a &Map", lambda: self.set_results_mode("map"),
+                                       "Ctrl+2", "Show where the results lie (georeferenced results only)")
+        for action in (self.grid_action, self.map_action):
+            action.setCheckable(True)
+            modes.addAction(action)
+        (self.map_action if self.results_mode == "map" else self.grid_action).setChecked(True)
+        self.fit_map_action = self._action(view_menu, "&Fit Map to Results", self.fit_map, "Ctrl+0",
+                                           "Show the map zoomed to every result with a footprint")
+        view_menu.addSeparator()
         view_menu.addAction(self.errors_dock.toggleViewAction())
 
         tools_menu = bar.addMenu("&Tools")

@@ -1,14 +1,15 @@
 """Small building blocks of the main window: the search bar, the indexing bar, the errors
-dock and the plain-language message page."""
+dock, the plain-language message page and the indexing options dialog."""
 from __future__ import annotations
 
 from typing import Any, Sequence
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QDockWidget, QHBoxLayout, QLabel, QLineEdit, QListWidget, QProgressBar,
-                               QPushButton, QSpinBox, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QDockWidget, QDoubleSpinBox, QFormLayout, QHBoxLayout,
+                               QLabel, QLineEdit, QListWidget, QProgressBar, QPushButton, QSpinBox, QVBoxLayout,
+                               QWidget)
 
-from duch_desktop.core.jobs import Progress
+from duch_desktop.core.jobs import Progress, UserError
 
 
 def format_duration(seconds: float | None) -> str:
@@ -25,6 +26,9 @@ def progress_text(event: Progress) -> str:
     info = event.info or {}
     if event.stage == "scan":
         return f"Scanning the folder… {event.done:,} files found"
+    if event.stage == "plan":
+        return f"Cutting scenes into chips… {event.done:,} / {event.total:,} files" if event.total else \
+            "Cutting scenes into chips…"
     if event.stage == "captions":
         return f"Encoding captions… {event.done:,} / {event.total:,}" if event.total else "Encoding captions…"
     if event.stage == "index" and not event.total and not event.done and event.message:
@@ -186,3 +190,103 @@ class MessagePage(QLabel):
         font = self.font()
         font.setPointSizeF(font.pointSizeF() * 1.2)
         self.setFont(font)
+
+
+def check_chip_options(chip: int, overlap: float, chip_m: float):
+    """The core's :class:`ChipOptions` of these values (None: chipping off); raises UserError
+    with the same rules and words as ``duch index --chip/--overlap/--chip-m``."""
+    from duch_desktop.core.chips import resolve_options  # numpy + rasterio: only once asked
+
+    if not chip and not chip_m:
+        overlap = 0  # the overlap box is disabled then: a left-over value means nothing
+    return resolve_options(None, chip, overlap, chip_m)
+
+
+class IndexOptionsDialog(QDialog):
+    """Chip size (px), chip size in metres and overlap, as ``duch index --chip/--chip-m/--overlap``.
+
+    OK is refused, with the reason shown, while the values are impossible (overlap not less
+    than the chip, a chip under the core's minimum); :meth:`values` gives them to the caller.
+    """
+
+    def __init__(self, values: dict, current: str | None = None, parent=None):
+        super().__init__(parent)
+        self.setWindowTitle("Indexing Options")
+        self.chip = QSpinBox()
+        self.chip.setRange(0, 1_000_000)
+        self.chip.setSingleStep(32)
+        self.chip.setSuffix(" px")
+        self.chip.setSpecialValueText("off")
+        self.chip.setAccessibleName("Chip size in pixels")
+        self.chip.setToolTip("Cut rasters larger than this many pixels both ways into chips searched on their "
+                             "own (off: every file is one tile); duch index --chip")
+        self.chip_m = QDoubleSpinBox()
+        self.chip_m.setRange(0, 1_000_000)
+        self.chip_m.setDecimals(1)
+        self.chip_m.setSingleStep(10)
+        self.chip_m.setSuffix(" m")
+        self.chip_m.setSpecialValueText("off")
+        self.chip_m.setAccessibleName("Chip size in metres")
+        self.chip_m.setToolTip("Chip size on the ground where the pixel size is known (resampled to the model's "
+                               "resolution); other rasters use the pixel size, else 256 px; duch index --chip-m")
+        self.overlap = QDoubleSpinBox()
+        self.overlap.setRange(0, 1_000_000)
+        self.overlap.setDecimals(1)
+        self.overlap.setAccessibleName("Overlap of neighbouring chips")
+        self.overlap.setToolTip("How much neighbouring chips overlap: pixels, or metres with a size in metres; "
+                                "duch index --overlap")
+        self.chip.setValue(int(values.get("chip") or 0))
+        self.chip_m.setValue(float(values.get("chip_m") or 0))
+        self.overlap.setValue(float(values.get("overlap") or 0))
+        for box in (self.chip, self.chip_m):
+            box.valueChanged.connect(self._units)
+        self._units()
+
+        form = QFormLayout()
+        form.addRow("Chip size:", self.chip)
+        form.addRow("Chip size in metres:", self.chip_m)
+        form.addRow("Overlap:", self.overlap)
+        intro = QLabel("Large scenes (orthophotos, satellite granules) can be cut into chips, each searched as a "
+                       "tile of its own. The open folder is indexed again with the new options; folders indexed "
+                       "for the first time get them too, other indexes keep the options they were built with.")
+        intro.setWordWrap(True)
+        self.current = QLabel(f"This index: {current}" if current else "")
+        self.current.setVisible(bool(current))
+        self.error = QLabel()
+        self.error.setWordWrap(True)
+        self.error.setTextFormat(Qt.TextFormat.PlainText)
+        self.error.setStyleSheet("color: #c62828")
+        self.error.setVisible(False)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        self.ok_button = buttons.button(QDialogButtonBox.StandardButton.Ok)
+        box = QVBoxLayout(self)
+        box.addWidget(intro)
+        box.addLayout(form)
+        box.addWidget(self.current)
+        box.addWidget(self.error)
+        box.addWidget(buttons)
+
+    def values(self) -> dict:
+        """``{"chip", "overlap", "chip_m"}`` for ``Archive.index`` (0 = off)."""
+        on = bool(self.chip.value() or self.chip_m.value())
+        return {"chip": self.chip.value(), "overlap": self.overlap.value() if on else 0.0,
+                "chip_m": self.chip_m.value()}
+
+    def accept(self) -> None:
+        try:
+            check_chip_options(**self.values())
+        except UserError as e:
+            self.error.setText(f"These options cannot be used: {e}.")
+            self.error.setVisible(True)
+            return
+        self.error.setVisible(False)
+        super().accept()
+
+    def _units(self) -> None:
+        on = bool(self.chip.value() or self.chip_m.value())
+        self.overlap.setEnabled(on)
+        metres = bool(self.chip_m.value())
+        self.overlap.setDecimals(1 if metres else 0)  # the core rounds a pixel overlap to whole pixels
+        self.overlap.setSuffix(" m" if metres else " px")

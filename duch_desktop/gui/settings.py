@@ -1,4 +1,5 @@
-"""Persistent GUI preferences (QSettings): recent folders, last folder, window geometry.
+"""Persistent GUI preferences (QSettings): recent folders, last folder, window geometry,
+grid or map view of the results, chip options for indexing.
 
 Everything goes through :class:`Settings` so tests can point it at a temporary INI file
 (``Settings(QSettings(str(tmp_path / "s.ini"), QSettings.IniFormat))``) or redirect the
@@ -13,6 +14,7 @@ from PySide6.QtCore import QByteArray, QCoreApplication, QSettings
 ORGANIZATION = "DUCH"
 APPLICATION = "DUCH Desktop"
 MAX_RECENT = 8
+RESULTS_MODES = ("grid", "map")
 
 
 def use_settings_dir(directory: str | Path) -> None:
@@ -80,3 +82,32 @@ class Settings:
 
     def set_value(self, key: str, value) -> None:
         self.q.setValue(key, value)
+
+    def float_value(self, key: str, default: float) -> float:
+        try:
+            value = float(self.q.value(key, default))
+        except (TypeError, ValueError):
+            return default
+        return value if value == value else default  # NaN from a hand-edited file
+
+    # ------------------------------------------------------------------ results view
+    def results_mode(self) -> str:
+        value = str(self.q.value("view/results", "grid"))
+        return value if value in RESULTS_MODES else "grid"
+
+    def set_results_mode(self, mode: str) -> None:
+        self.q.setValue("view/results", mode if mode in RESULTS_MODES else "grid")
+        self.q.sync()
+
+    # ------------------------------------------------------------------ indexing options
+    def chip_options(self) -> dict:
+        """``{"chip", "overlap", "chip_m"}`` as ``Archive.index`` takes them (0 = off), named as
+        the CLI's --chip / --overlap / --chip-m; not validated here (the core refuses bad ones)."""
+        return {"chip": self.int_value("index/chip", 0), "overlap": self.float_value("index/overlap", 0.0),
+                "chip_m": self.float_value("index/chip_m", 0.0)}
+
+    def set_chip_options(self, chip: int, overlap: float, chip_m: float) -> None:
+        self.q.setValue("index/chip", int(chip))
+        self.q.setValue("index/overlap", float(overlap))
+        self.q.setValue("index/chip_m", float(chip_m))
+        self.q.sync()

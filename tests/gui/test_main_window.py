@@ -332,3 +332,120 @@ def test_indexing_error_is_a_message(qtbot, make_window, archive_options, tile_f
     qtbot.waitUntil(lambda: not window.is_indexing() and not window.index_bar.isVisible(), timeout=5000)
     assert window.message.text().startswith("Indexing stopped:") and "Traceback" not in window.message.text()
     assert window.reindex_action.isEnabled()
+
+
+def test_chips_on_the_map_and_in_their_scene(qtbot, make_window, archive_options, scene_folder, gui_settings):
+    from duch_desktop.core.chips import ChipOptions
+    from duch_desktop.gui.detail import CHIP_OUTLINE
+    from duch_desktop.gui.map_view import SELECTED
+    from tests.conftest import SCENE_CHIP, SCENE_SIZE
+
+    gui_settings.set_chip_options(chip=SCENE_CHIP["chip"], overlap=SCENE_CHIP["overlap"], chip_m=0)
+    window = make_window(archive_options)
+    report = index_folder(qtbot, window, scene_folder)  # a new index: the saved chip options apply
+    assert report.chips == 28 and report.nodata == 8
+    assert window.archive.chip_options == ChipOptions(128, 32, None)
+
+    window.search_bar.count.setValue(40)
+    hits = search(qtbot, window, "a dense green forest")
+    assert len(hits) == N_TILES + 20  # 12 files + 20 chips with data
+    window.map_action.trigger()
+    assert window.stack.currentWidget() is window.map_panel and window.mode_bar.currentIndex() == 1
+    assert window.map_panel.note.text() == "6 of 32 results have no geographic footprint"  # the 6 PNGs
+    model, view = window.results_model, window.map_view
+    assert len(view.items_by_row()) == 26
+
+    # click a chip on the map: the grid's current result follows and the detail pane shows it in its scene
+    row = next(r for r in range(model.rowCount()) if model.hit(r).window == (192, 96, 128, 128))
+    chip_rect = view.items_by_row()[row].sceneBoundingRect()
+    view.fitInView(chip_rect, Qt.AspectRatioMode.KeepAspectRatio)  # chips are specks at the fitted scale
+    with qtbot.waitSignal(window.scene_shown, timeout=10000) as sig:
+        qtbot.mouseClick(view.viewport(), Qt.MouseButton.LeftButton, pos=view.mapFromScene(chip_rect.center()))
+    assert sig.args == [model.hit(row).tile_id] and window.results_view.currentIndex().row() == row
+    assert view.items_by_row()[row].pen().color() == SELECTED
+    assert window.detail.metadata()["Window"] == "col 192, row 96, 128 × 128 pixels"
+    pix = window.detail.scene.pixmap()
+    sx, sy = pix.width() / SCENE_SIZE[0], pix.height() / SCENE_SIZE[1]
+    rect = window.detail.scene_rect
+    assert (rect.x(), rect.y(), rect.width(), rect.height()) == pytest.approx((192 * sx, 96 * sy, 128 * sx, 128 * sy),
+                                                                              abs=1.0)
+    image = pix.toImage()
+    mid_y = int(rect.center().y())
+    assert image.pixelColor(int(rect.left()) + 1, mid_y) == CHIP_OUTLINE  # the outline, on the chip's left edge
+    assert image.pixelColor(int(rect.left()) - 4, mid_y) != CHIP_OUTLINE  # just outside: the scene
+
+    # selecting another result in the grid moves the highlight (and the view) to it on the map
+    other = next(r for r in range(model.rowCount()) if model.hit(r).window == (0, 256, 128, 128))
+    view.zoom(2)
+    assert not view.visible_rect().intersects(view.items_by_row()[other].sceneBoundingRect())
+    with qtbot.waitSignal(window.details_shown, timeout=10000):
+        window.results_view.setCurrentIndex(model.index(other))
+    assert view.selected_row == other and view.items_by_row()[other].pen().color() == SELECTED
+    assert view.items_by_row()[row].pen().color() != SELECTED
+    assert view.visible_rect().contains(view.items_by_row()[other].sceneBoundingRect().center())
+
+    # a whole file has no scene to show; a new search in map mode stays on the map; Grid goes back
+    plain = next(r for r in range(model.rowCount()) if model.hit(r).window is None)
+    with qtbot.waitSignal(window.details_shown, timeout=10000):
+        window.select_result(plain)
+    assert not window.detail.scene_box.isVisible() and "Window" not in window.detail.metadata()
+    search(qtbot, window, "water")
+    assert window.stack.currentWidget() is window.map_panel
+    current = window.results_view.currentIndex()
+    assert view.selected_row == (current.row() if current.isValid() else None)  # the map follows the grid
+    window.mode_bar.setCurrentIndex(0)
+    assert window.stack.currentWidget() is window.results_view and window.grid_action.isChecked()
+    assert gui_settings.results_mode() == "grid"
+
+    # chip options changed in the dialog re-index the open folder with them (here: chips off)
+    window.index_options_action.trigger()
+    dialog = window.options_dialog
+    assert (dialog.chip.value(), dialog.overlap.value(), dialog.chip_m.value()) == (128, 32, 0)
+    assert dialog.current.text() == "This index: 128 px, overlap 32 px"
+    dialog.chip.setValue(0)
+    assert not dialog.overlap.isEnabled()
+    with qtbot.waitSignal(window.indexing_finished, timeout=30000):
+        dialog.ok_button.click()
+    assert window.archive.chip_options is None and window.archive.stats()["chips"] == 0
+    assert gui_settings.chip_options() == {"chip": 0, "overlap": 0.0, "chip_m": 0.0}
+
+
+def test_saved_chip_options_leave_existing_indexes_alone(qtbot, make_window, archive_options, scene_folder,
+                                                         gui_settings):
+    window = make_window(archive_options)
+    index_folder(qtbot, window, scene_folder)  # saved options: off
+    assert window.archive.stats()["chips"] == 0
+    gui_settings.set_chip_options(chip=128, overlap=32, chip_m=0)
+    report = index_folder(qtbot, window, scene_folder)  # the index exists: the core keeps its options
+    assert report.chips == 0 and window.archive.chip_options is None
+
+
+def test_invalid_chip_options_are_refused(qtbot, make_window, archive_options, gui_settings):
+    window = make_window(archive_options)
+    window.index_options_action.trigger()
+    dialog = window.options_dialog
+    assert dialog.isVisible() and not dialog.current.isVisible()  # no index open
+    dialog.chip.setValue(128)
+    dialog.overlap.setValue(128)
+    dialog.ok_button.click()
+    assert dialog.isVisible() and "less than the chip size (128 pixels)" in dialog.error.text()
+    dialog.chip.setValue(16)
+    dialog.overlap.setValue(0)
+    dialog.ok_button.click()
+    assert dialog.isVisible() and "at least 32 pixels" in dialog.error.text()
+    dialog.chip.setValue(0)
+    dialog.chip_m.setValue(50)
+    dialog.overlap.setValue(60)
+    assert dialog.overlap.suffix() == " m"
+    dialog.ok_button.click()
+    assert dialog.isVisible() and "(50 metres)" in dialog.error.text()
+    assert gui_settings.chip_options() == {"chip": 0, "overlap": 0.0, "chip_m": 0.0}  # nothing saved
+    dialog.overlap.setValue(10)
+    dialog.ok_button.click()
+    qtbot.waitUntil(lambda: window.options_dialog is None, timeout=2000)
+    assert gui_settings.chip_options() == {"chip": 0, "overlap": 10.0, "chip_m": 50.0}
+    assert "folders indexed for the first time" in window.statusBar().currentMessage()
+    # the same rules hold for values that do not come from the dialog
+    assert not window.apply_chip_options({"chip": 64, "overlap": 64})
+    assert "less than the chip size" in window.statusBar().currentMessage()
+    assert gui_settings.chip_options()["chip_m"] == 50.0

@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 from PySide6.QtCore import QSettings, Qt
 from PySide6.QtGui import QColor, QImage
 
@@ -244,3 +245,79 @@ def test_export_module_has_no_qt():
     names = [n.names[0].name if isinstance(n, ast.Import) else n.module
              for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))]
     assert not [n for n in names if n and n.startswith(("PySide", "PyQt", "shiboken"))]
+
+
+def test_detail_pane_draws_the_chip_in_its_scene(qtbot):
+    from duch_desktop.gui.detail import CHIP_OUTLINE, PREVIEW
+
+    pane = DetailPane()
+    qtbot.addWidget(pane)
+    meta = TileMeta(width=1000, height=500, bands=3, dtype="uint8", crs="EPSG:32633")
+    record = FakeRecord(5, "s.tif", Path("/data/s.tif"), 4096, "ok", None, meta)
+    record.window = (600, 100, 200, 200)
+    pane.show_details(TileDetails(5, record, [], None))
+    md = pane.metadata()
+    assert md["Window"] == "col 600, row 100, 200 × 200 pixels" and md["Scene pixels"] == "1000 × 500"
+    assert pane.window == (600, 100, 200, 200) and not pane.scene_box.isHidden()
+    assert pane.scene.text().startswith("Loading")
+    scene = QImage(500, 250, QImage.Format.Format_RGB32)  # a half-size preview of the 1000 x 500 scene
+    scene.fill(QColor(20, 120, 40))
+    pane.show_scene(scene, (300.0, 50.0, 400.0, 150.0))  # the window at half scale
+    pix = pane.scene.pixmap().toImage()
+    assert (pix.width(), pix.height()) == (PREVIEW, PREVIEW // 2)
+    pane.show()
+    qtbot.waitExposed(pane)
+    assert pane.scene.height() >= pix.height()  # laid out at full size, not squeezed to nothing
+    s = PREVIEW / 1000  # scene pixels -> shown pixels
+    r = pane.scene_rect
+    assert (r.x(), r.y(), r.width(), r.height()) == (600 * s, 100 * s, 200 * s, 200 * s)
+    cy = int(r.center().y())
+    for x in (int(r.left()) + 1, int(r.right()) - 1):
+        assert pix.pixelColor(x, cy) == CHIP_OUTLINE
+    assert pix.pixelColor(int(r.center().x()), cy) == QColor(20, 120, 40)  # inside: the scene
+    assert pix.pixelColor(int(r.left()) - 3, cy) == QColor(20, 120, 40)  # outside too
+    assert pix.pixelColor(int(r.center().x()), int(r.top()) + 1) == CHIP_OUTLINE
+    # a chip of a few pixels in a huge scene is still marked visibly
+    pane.show_scene(scene, (10.0, 10.0, 10.5, 10.5))
+    assert pane.scene_rect.width() >= 6 and pane.scene_rect.center().x() == pytest.approx(10.25 * PREVIEW / 500)
+    pane.show_scene_error("cannot show s.tif: truncated file")
+    assert pane.scene_rect is None and pane.scene.text().startswith("The scene cannot be shown")
+    # a whole file has no scene box; nor has the empty pane
+    pane.show_details(TileDetails(6, FakeRecord(6, "t.png", Path("/t.png"), 9, "ok", None, None), [], None))
+    assert pane.scene_box.isHidden() and pane.window is None and "Window" not in pane.metadata()
+    pane.show_message("Click a result")
+    assert pane.scene_box.isHidden()
+
+
+def test_index_options_dialog_values(qtbot):
+    from duch_desktop.gui.panels import IndexOptionsDialog, check_chip_options
+    from duch_desktop.core.chips import ChipOptions
+
+    dialog = IndexOptionsDialog({"chip": 256, "overlap": 32, "chip_m": 0}, "256 px, overlap 32 px")
+    qtbot.addWidget(dialog)
+    assert dialog.values() == {"chip": 256, "overlap": 32.0, "chip_m": 0.0}
+    assert dialog.overlap.suffix() == " px" and dialog.overlap.isEnabled()
+    assert dialog.current.text() == "This index: 256 px, overlap 32 px"
+    dialog.chip.setValue(0)
+    assert not dialog.overlap.isEnabled() and dialog.values()["overlap"] == 0.0  # off: the overlap means nothing
+    dialog.chip_m.setValue(100)
+    assert dialog.overlap.isEnabled() and dialog.overlap.suffix() == " m"
+    assert dialog.values() == {"chip": 0, "overlap": 32.0, "chip_m": 100.0}
+    assert check_chip_options(**dialog.values()) == ChipOptions(None, 32.0, 100.0)
+    assert check_chip_options(0, 40, 0) is None
+
+
+def test_settings_chip_options_and_results_mode(tmp_path):
+    s = Settings(QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat))
+    assert s.chip_options() == {"chip": 0, "overlap": 0.0, "chip_m": 0.0} and s.results_mode() == "grid"
+    s.set_chip_options(chip=512, overlap=64, chip_m=120.5)
+    s.set_results_mode("map")
+    again = Settings(QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat))
+    assert again.chip_options() == {"chip": 512, "overlap": 64.0, "chip_m": 120.5} and again.results_mode() == "map"
+    again.q.setValue("index/overlap", "lots")
+    again.q.setValue("view/results", "globe")
+    assert again.chip_options()["overlap"] == 0.0 and again.results_mode() == "grid"
+
+
+def test_progress_text_of_chip_planning():
+    assert progress_text(Progress("plan", 3, 10, "s.tif", {"items": 40})) == "Cutting scenes into chips… 3 / 10 files"
