@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .augment import IMAGE_VIEWS, training_texts
+from .augment import DEFAULT_VIEWS, training_texts
 from .datasets import CaptionedImages, load_ucm
 from .features import extract_image_features, extract_text_features
 from .hashing import DuchModel, pack_codes
@@ -143,7 +143,7 @@ class BenchmarkFeatures:
 
 
 def ucm_features(root: Path, image_encoder, text_encoder, cache_dir=None, seed: int = 42,
-                 views: Sequence[str] = IMAGE_VIEWS, num_workers: int = 1) -> Job[BenchmarkFeatures]:
+                 views: Sequence[str] = DEFAULT_VIEWS, num_workers: int = 1) -> Job[BenchmarkFeatures]:
     """Load UCM, split it, pick the evaluation captions and extract (cached) features of everything."""
     data = load_ucm(root)
     train_idx, query_idx, retrieval_idx = ucm_protocol_split(len(data), seed)
@@ -304,7 +304,7 @@ def run_ucm_evaluation(root: Path, image_encoder, text_encoder, bits: Sequence[i
     setup = {
         "data": str(Path(root).resolve()), "n_train": len(f.train_idx), "n_query": len(f.query_idx),
         "n_retrieval": len(f.retrieval_idx), "image_encoder": ids[0], "text_encoder": ids[1],
-        "image_views": list(IMAGE_VIEWS), "n_training_texts": int(np.isin(f.text_owner, f.train_idx).sum()),
+        "image_views": list(DEFAULT_VIEWS), "n_training_texts": int(np.isin(f.text_owner, f.train_idx).sum()),
         "seed": seed, "epochs": epochs, "ablation_bits": ablation_bits, "train_config": asdict(replace(base, epochs=epochs, seed=seed)),
         "machine": machine_description(), "command": command,
         "date": time.strftime("%Y-%m-%d %H:%M"),

@@ -25,7 +25,7 @@ from typing import Sequence
 import numpy as np
 from torch.utils.data import DataLoader, Dataset
 
-from .augment import IMAGE_VIEWS, image_view
+from .augment import DEFAULT_VIEWS, IMAGE_VIEWS, image_view
 from .encoders import ImageEncoder, TextEncoder
 from .imagery import ImageryError, read_tile
 from .jobs import Job, Progress, RateMeter, UserError
@@ -122,7 +122,7 @@ def _worker_init(_worker_id: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def extract_image_features(paths: Sequence[Path], encoder: ImageEncoder, views: Sequence[str] = IMAGE_VIEWS,
+def extract_image_features(paths: Sequence[Path], encoder: ImageEncoder, views: Sequence[str] = DEFAULT_VIEWS,
                            cache_dir: str | os.PathLike | None = None, seed: int = 0, batch_size: int = 32,
                            num_workers: int = 1) -> Job[np.ndarray]:
     """Features of every view of every tile: float32 (len(views), len(paths), encoder.dim).

@@ -41,6 +41,24 @@ def test_blur_smooths_and_crop_zooms():
     assert cropped.shape == flat.shape and cropped.mean() > 250  # zoomed to fill the frame
 
 
+def test_zoomout_shrinks_scale_coarsens_colour_keeps_geometry():
+    # a 20 px stripe: after zooming out by f in [0.4, 0.7] each copy of it (the original and its
+    # mirror images around it) is 8-14 px wide
+    img = np.zeros((200, 200, 3), np.uint8)
+    img[:, 90:110] = 255
+    row = image_view("zoomout", img, np.random.default_rng(0))[100, :, 0] > 128
+    starts = np.flatnonzero(np.diff(row.astype(int)) == 1)
+    assert len(starts) >= 2
+    assert 0.3 * 20 < row.sum() / len(starts) < 0.8 * 20
+    noisy = tile(64)
+    coarse = image_view("scale", noisy, np.random.default_rng(0))
+    assert np.abs(np.diff(coarse.astype(int), axis=1)).mean() < 0.6 * np.abs(np.diff(noisy.astype(int), axis=1)).mean()
+    grad = np.tile(np.linspace(0, 255, 64, dtype=np.uint8)[None, :, None], (64, 1, 3))
+    recoloured = image_view("colour", grad, np.random.default_rng(1))
+    assert not np.array_equal(recoloured, grad)
+    assert np.all(np.diff(recoloured[0, :, 0].astype(int)) >= 0)  # same geometry: still a left-to-right ramp
+
+
 def test_unknown_view_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown image view"):
         image_view("sepia", tile(), np.random.default_rng(0))
