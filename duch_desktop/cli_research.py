@@ -235,7 +235,7 @@ def train_job(args, image_encoder, text_encoder) -> Job[dict]:
     feats = None
     if is_ucm_folder(args.source):
         feats = yield from ucm_features(args.source, image_encoder, text_encoder, args.cache_dir, args.seed,
-                                        num_workers=args.workers)
+                                        num_workers=args.workers, all_views=args.all_images)
         idx = np.arange(len(feats.data)) if args.all_images else feats.train_idx
         data, captions = feats.training_data(idx), feats.captions_of(idx)
         source = f"UCM {'all tiles' if args.all_images else 'protocol training split'} ({len(idx)} tiles)"

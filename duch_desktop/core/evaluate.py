@@ -143,8 +143,12 @@ class BenchmarkFeatures:
 
 
 def ucm_features(root: Path, image_encoder, text_encoder, cache_dir=None, seed: int = 42,
-                 views: Sequence[str] = DEFAULT_VIEWS, num_workers: int = 1) -> Job[BenchmarkFeatures]:
-    """Load UCM, split it, pick the evaluation captions and extract (cached) features of everything."""
+                 views: Sequence[str] = DEFAULT_VIEWS, num_workers: int = 1,
+                 all_views: bool = False) -> Job[BenchmarkFeatures]:
+    """Load UCM, split it, pick the evaluation captions and extract (cached) features of everything.
+
+    Augmented views are extracted for the training split only (scoring never uses them; their
+    rows stay NaN elsewhere), unless ``all_views`` (training on all tiles)."""
     data = load_ucm(root)
     train_idx, query_idx, retrieval_idx = ucm_protocol_split(len(data), seed)
     chosen = pick_one_caption(data.captions, np.random.default_rng(seed))
@@ -152,8 +156,17 @@ def ucm_features(root: Path, image_encoder, text_encoder, cache_dir=None, seed: 
     row = {(int(o), t): j for j, (o, t) in enumerate(zip(owner, texts))}
     eval_text = np.array([row[(i, data.captions[i][c])] for i, c in enumerate(chosen)])
     timings: dict[str, float] = {}
-    img = yield from _timed(extract_image_features(data.paths, image_encoder, views, cache_dir, seed,
-                                                   num_workers=num_workers), timings, "image features ({} views)")
+    views = list(views)
+    aug_idx = np.arange(len(data)) if all_views else train_idx
+    todo = [(list(range(len(data))), views[:1])] + ([(aug_idx.tolist(), views[1:])] if len(views) > 1 else [])
+    img = None
+    for idx, vs in todo:
+        part = yield from _timed(extract_image_features([data.paths[i] for i in idx], image_encoder, vs, cache_dir,
+                                                        seed, num_workers=num_workers), timings,
+                                 f"image features ({{}} views: {', '.join(vs)})")
+        if img is None:
+            img = np.full((len(views), len(data), part.shape[2]), np.nan, np.float32)
+        img[views.index(vs[0]):views.index(vs[0]) + len(vs), idx] = part
     txt = yield from _timed(extract_text_features(texts, text_encoder, cache_dir), timings,
                             "text features ({} distinct texts)")
     return BenchmarkFeatures(data, img, texts, txt, owner, eval_text, train_idx, query_idx, retrieval_idx, timings)

@@ -90,7 +90,7 @@ def test_trained_codes_beat_random_codes_and_report_is_written(mini, tmp_path):
                                       config=TrainConfig(batch_size=16, lr=3e-4), num_workers=0))
     assert (report.setup["n_train"], report.setup["n_query"], report.setup["n_retrieval"]) == (42, 8, 34)
     (r,) = report.results
-    rnd = report.random[32]
+    rnd = report.random[16]
     # measured: trained ~0.50 / 0.48 against random ~0.09 / 0.10 (standard mAP@20, I->T / T->I)
     assert r["i2t_standard"] > rnd["i2t_standard"] + 0.15
     assert r["t2i_standard"] > rnd["t2i_standard"] + 0.15
