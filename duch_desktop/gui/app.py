@@ -3,10 +3,12 @@
     duch-desktop [FOLDER] [--index-dir DIR] [--model DIR]
     duch-desktop --demo
     duch-desktop --screenshot out.png FOLDER "a query"
+    duch-desktop --self-test     # load the model, index the demo in a temp dir, run one query; exit 0/1
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -31,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--screenshot", metavar="PNG",
                    help="index FOLDER, run QUERY, save the window to PNG once thumbnails are loaded, and exit")
     p.add_argument("--no-index", action="store_true", help="open the folder without bringing its index up to date")
+    p.add_argument("--self-test", action="store_true",
+                   help="check this installation without a window: load the model, index the demo folder into "
+                        "a temporary directory, run one query, print a report; exit 0 (ok) or 1")
     return p
 
 
@@ -109,14 +114,67 @@ class ScreenshotRun:
         QApplication.instance().exit(1)
 
 
+_NATIVE_PLATFORMS = {"linux": ("xcb", "wayland"), "win32": ("windows",), "darwin": ("cocoa",)}
+
+
+def _qt_checks(archive, hits) -> list[str]:
+    """Self-test checks needing Qt: the plugins a real session loads are there and work."""
+    from PySide6 import __version__ as pyside_version
+    from PySide6.QtCore import QCoreApplication
+    from PySide6.QtGui import QGuiApplication, QIcon, QImage
+
+    from . import main_window  # noqa: F401 - every GUI module imports (a frozen bundle missing one fails here)
+
+    thumb = archive.thumbnail(int(hits[0].tile_id), size=128)
+    if QImage(str(thumb)).isNull():  # thumbnails are JPEGs: needs the Qt jpeg image-format plugin
+        raise RuntimeError(f"Qt cannot read the JPEG thumbnail {thumb} (imageformats plugin missing?)")
+    icon = _icon_path()
+    if icon is not None and QIcon(str(icon)).pixmap(32, 32).isNull():
+        raise RuntimeError(f"Qt cannot render the SVG icon {icon} (iconengines/imageformats svg plugin missing?)")
+    plugins = set()
+    for base in QCoreApplication.libraryPaths():
+        folder = Path(base) / "platforms"
+        if folder.is_dir():
+            plugins |= {f.name for f in folder.iterdir()}
+    native = next((n for n in _NATIVE_PLATFORMS.get(sys.platform, ()) if any(n in p for p in plugins)), None)
+    if sys.platform in _NATIVE_PLATFORMS and native is None:
+        raise RuntimeError(f"no native Qt platform plugin ({'/'.join(_NATIVE_PLATFORMS[sys.platform])}) in "
+                           f"{QCoreApplication.libraryPaths()}")
+    return [f"qt:      PySide6 {pyside_version}, platform {QGuiApplication.platformName()}, "
+            f"native platform plugin {native or '?'} present, JPEG thumbnail and SVG icon load"]
+
+
+def _icon_path() -> Path | None:
+    icon = Path(__file__).resolve().parents[2] / "resources" / "icons" / "duch-desktop.svg"
+    return icon if icon.is_file() else None
+
+
+def self_test(args) -> int:
+    """``--self-test``: the Qt-free self-test of :mod:`duch_desktop.selftest` plus Qt's plugins; 0 or 1."""
+    from duch_desktop.selftest import self_test_main
+
+    if args.folder or args.query:
+        print("duch-desktop: --self-test runs on the bundled demo folder; it takes no FOLDER or QUERY", file=sys.stderr)
+        return 2
+    if not os.environ.get("QT_QPA_PLATFORM"):
+        os.environ["QT_QPA_PLATFORM"] = "offscreen"  # no window is shown; works without a display
+    app = QApplication.instance() or QApplication(list(sys.argv[:1]))
+    try:
+        return self_test_main(model=Path(args.model).expanduser() if args.model else None, extra_check=_qt_checks)
+    finally:
+        app.processEvents()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.self_test:
+        return self_test(args)
     app = QApplication.instance() or QApplication(list(sys.argv[:1]))
     app.setOrganizationName(ORGANIZATION)
     app.setApplicationName(APPLICATION)
     app.setApplicationDisplayName("DUCH Desktop")
-    icon = Path(__file__).resolve().parents[2] / "resources" / "icons" / "duch-desktop.svg"
-    if icon.is_file():
+    icon = _icon_path()
+    if icon is not None:
         from PySide6.QtGui import QIcon
 
         app.setWindowIcon(QIcon(str(icon)))
