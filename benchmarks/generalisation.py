@@ -33,15 +33,15 @@ from duch_desktop.core.training import TrainConfig, TrainingData, train  # noqa:
 ALL = PAPER_VIEWS + ("zoomout", "colour")
 # name -> (image views, text set, TrainConfig changes)
 VARIANTS = {
-    "baseline (paper views, captions + rule-based variants, tau 1)": (PAPER_VIEWS, "variants", {}),
+    "baseline (paper views; captions + rule-based variants; tau 1)": (PAPER_VIEWS, "variants", {}),
     "+zoomout": (PAPER_VIEWS + ("zoomout",), "variants", {}),
     "+colour": (PAPER_VIEWS + ("colour",), "variants", {}),
     "+zoomout+colour": (ALL, "variants", {}),
-    "+zoomout+colour, tau 0.5": (ALL, "variants", {"temperature": 0.5}),
-    "+zoomout+colour, text noise 0.5": (ALL, "variants", {"text_noise": 0.5}),
-    "baseline, captions only (no rule-based variants)": (PAPER_VIEWS, "human", {}),
-    "baseline, tau 0.5": (PAPER_VIEWS, "variants", {"temperature": 0.5}),
-    "+zoomout+colour, tau 0.3": (ALL, "variants", {"temperature": 0.3}),
+    "+zoomout+colour; tau 0.5": (ALL, "variants", {"temperature": 0.5}),
+    "+zoomout+colour; text noise 0.5": (ALL, "variants", {"text_noise": 0.5}),
+    "baseline; captions only (no rule-based variants)": (PAPER_VIEWS, "human", {}),
+    "baseline; tau 0.5": (PAPER_VIEWS, "variants", {"temperature": 0.5}),
+    "+zoomout+colour; tau 0.3": (ALL, "variants", {"temperature": 0.3}),
 }
 
 
@@ -59,7 +59,7 @@ def main() -> int:
     ap.add_argument("--ucm", type=Path, default=ROOT.parent / "shared/data/ucm")
     ap.add_argument("--external", type=Path, default=ROOT.parent / "shared/data/external")
     ap.add_argument("--queries", type=Path, default=ROOT / "tests/data/external_queries.json")
-    ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated names (see VARIANTS)")
+    ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated names (see VARIANTS; names hold no commas)")
     ap.add_argument("--bits", type=int, nargs="+", default=[64])
     ap.add_argument("--epochs", type=int, default=100)
     ap.add_argument("--seed", type=int, default=42)

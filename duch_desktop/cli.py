@@ -11,6 +11,7 @@ Exit codes: 0 ok; 2 a problem the user can fix (one line on stderr); 1 an unexpe
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import os
@@ -100,6 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--follow-symlinks", action="store_true", help="also follow links leading outside the folder")
     p.add_argument("--captions", type=Path, help="captions to search with `duch captions` (CSV file,caption or JSON)")
     p.add_argument("--workers", type=_non_negative, help="decoding processes (default: 2, or 0 on machines with 2 cores or fewer)")
+    p.add_argument("--ray", metavar="ADDRESS",
+                   help="decode and encode on a Ray cluster (needs duch-desktop[ray]): local (start Ray on this "
+                        "machine), auto (the cluster this machine belongs to), ray://HOST:PORT or HOST:PORT; "
+                        "the imagery must be at the same path on every node")
+    p.add_argument("--ray-workers", type=_positive, metavar="N",
+                   help="Ray encoding workers (default: one per GPU of the cluster, else one per 2 CPUs)")
     p.add_argument("--batch-size", type=_positive, default=32, help=argparse.SUPPRESS)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_index)
@@ -159,30 +166,39 @@ def cmd_index(args) -> int:
         bands = imagery.parse_bands(args.bands)
     except ValueError as e:
         raise UserError(str(e)) from e
+    if args.ray is not None:  # before the index folder is created
+        from .core.distributed import check_address, require_ray
+
+        require_ray()
+        check_address(args.ray)
     index_dir = args.index_dir or default_index_dir(folder)
     archive = Archive.open(index_dir, model=args.model, create_root=folder)
     bar = None
     try:
         job = archive.index(bands=bands, follow_symlinks=args.follow_symlinks, batch_size=args.batch_size,
                             workers=args.workers, captions_file=args.captions, stretch=args.stretch,
-                            chip=args.chip, overlap=args.overlap, chip_m=args.chip_m)
+                            chip=args.chip, overlap=args.overlap, chip_m=args.chip_m, ray=args.ray,
+                            ray_workers=args.ray_workers)
+        # Ray prints its cluster's notes (a worker died and was restarted...) on stdout: keep stdout for the report.
+        stdout_guard = contextlib.redirect_stdout(sys.stderr) if args.ray else contextlib.nullcontext()
         # disable=None: no bar when stderr is not a terminal (logs, pipes, tests).
         bar = tqdm(total=0, unit="tile", file=sys.stderr, disable=None, dynamic_ncols=True)
         try:
-            for event in job:
-                if event.stage == "index" and event.total:
-                    bar.total, bar.n = event.total, event.done
-                    bar.set_postfix_str(f"{event.info.get('rate', 0):.1f} tiles/s, {event.info.get('errors', 0)} errors",
-                                        refresh=False)
-                    bar.refresh()
-                elif event.stage == "scan":
-                    bar.set_description_str(f"scanning ({event.done} files)")
-                elif event.stage == "plan":
-                    bar.set_description_str(f"cutting scenes into chips ({event.done}/{event.total} files)")
-                elif event.message and event.stage == "index":
-                    bar.write(event.message, file=sys.stderr)
-                if event.stage == "index" and event.total:
-                    bar.set_description_str("indexing")
+            with stdout_guard:
+                for event in job:
+                    if event.stage == "index" and event.total:
+                        bar.total, bar.n = event.total, event.done
+                        bar.set_postfix_str(f"{event.info.get('rate', 0):.1f} tiles/s, "
+                                            f"{event.info.get('errors', 0)} errors", refresh=False)
+                        bar.refresh()
+                    elif event.stage == "scan":
+                        bar.set_description_str(f"scanning ({event.done} files)")
+                    elif event.stage == "plan":
+                        bar.set_description_str(f"cutting scenes into chips ({event.done}/{event.total} files)")
+                    elif event.message and event.stage == "index":
+                        bar.write(event.message, file=sys.stderr)
+                    if event.stage == "index" and event.total:
+                        bar.set_description_str("indexing")
         except KeyboardInterrupt:
             job.close()  # commits finished batches and leaves a consistent index
             bar.close()
@@ -207,7 +223,11 @@ def cmd_index(args) -> int:
 def cmd_search(args) -> int:
     """``duch search TEXT``: ranked tiles for a typed description."""
     with _open_archive(args) as archive:
-        _print_hits(archive.search_text(args.text, k=args.k, radius=args.radius), args.output)
+        hits = archive.search_text(args.text, k=args.k, radius=args.radius)
+        note = archive.query_note(args.text)
+        if note:
+            print(f"duch: note: {note}", file=sys.stderr)
+        _print_hits(hits, args.output)
     return 0
 
 

@@ -15,6 +15,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -59,7 +60,8 @@ class Indexing(chips.ChipPlanning):
 
     def index(self, bands=None, follow_symlinks: bool = False, batch_size: int = 32, workers: int | None = None,
               captions_file=None, stretch: str | None = None, chip: int | None = None,
-              overlap: float | None = None, chip_m: float | None = None) -> Job[IndexReport]:
+              overlap: float | None = None, chip_m: float | None = None, ray: str | None = None,
+              ray_workers: int | None = None) -> Job[IndexReport]:
         """Bring the index up to date with the folder; a generator of Progress, returns IndexReport.
 
         ``bands`` ("4,3,2" or (4, 3, 2)) and ``stretch`` default to what the index was built
@@ -70,6 +72,10 @@ class Indexing(chips.ChipPlanning):
         ``chip=0`` turns chipping off, and changing them re-chips the files they affect.
         Closing the generator cancels: finished batches stay committed, the index stays
         consistent and the next run resumes. Arguments are checked here, before any work.
+
+        ``ray`` (an address: "local", "auto", ``ray://host:port`` or ``host:port``) decodes and
+        encodes on a Ray cluster, ``ray_workers`` wide (see :mod:`distributed`); everything else
+        (diff, commits, progress, cancel) is this local path. Ray is imported only then.
         """
         bands = _parse_bands(bands)
         if stretch is not None and stretch not in STRETCHES:
@@ -79,10 +85,18 @@ class Indexing(chips.ChipPlanning):
         cut = chips.resolve_options(self.chip_options, chip, overlap, chip_m)
         user_captions = read_caption_texts(Path(captions_file)) if captions_file is not None else []
         workers = default_workers() if workers is None else max(0, int(workers))
-        return self._index_job(bands, stretch, cut, follow_symlinks, batch_size, workers, user_captions)
+        cluster = None
+        if ray is not None:
+            from . import distributed
+
+            distributed.require_ray()
+            if ray_workers is not None and int(ray_workers) < 1:
+                raise UserError("the number of Ray workers must be at least 1")
+            cluster = distributed.RayOptions(distributed.check_address(ray), ray_workers)
+        return self._index_job(bands, stretch, cut, follow_symlinks, batch_size, workers, user_captions, cluster)
 
     def _index_job(self, bands, stretch, cut, follow_symlinks, batch_size, workers,
-                   user_captions) -> Job[IndexReport]:
+                   user_captions, cluster=None) -> Job[IndexReport]:
         rep = IndexReport()
         self.last_report = rep
         start = time.perf_counter()
@@ -98,7 +112,7 @@ class Indexing(chips.ChipPlanning):
             entries = yield from self._scan(follow_symlinks, rep)
             todo = self._apply_diff(conn, entries, rep)
             work = yield from self._plan(conn, todo, cut, rep)
-            yield from self._encode(conn, work, opts, batch_size, workers, rep)
+            yield from self._encode(conn, work, opts, batch_size, workers, rep, cluster)
         except (GeneratorExit, KeyboardInterrupt):
             rep.cancelled = True
             raise
@@ -256,33 +270,32 @@ class Indexing(chips.ChipPlanning):
         rep.moved, rep.removed = len(moves), len(removed)
         return todo + [FileTodo(e, []) for e in fresh]
 
-    def _encode(self, conn, work: Work, opts: dict, batch_size: int, workers: int, rep: IndexReport) -> Job[None]:
-        """Decode in parallel, encode, hash and commit batch by batch, yielding after each commit."""
+    def _encode(self, conn, work: Work, opts: dict, batch_size: int, workers: int, rep: IndexReport,
+                cluster=None) -> Job[None]:
+        """Decode and encode (here, or on Ray with ``cluster``), commit batch by batch, yielding after each commit."""
         total = work.total
         if not total:
             return
-        encoder = self.image_encoder
-        reader = TileReader(work, int(getattr(encoder, "input_size", DEFAULT_INPUT_SIZE)), opts["bands"],
-                            opts["stretch"])
-        from torch.utils.data import DataLoader
+        if cluster is None:
+            batches = self._local_batches(work, opts, batch_size, workers)
+        else:
+            from .distributed import ray_batches
 
-        # Worker processes only pay off when there is more than one batch to overlap with encoding.
-        loader = DataLoader(reader, batch_size=batch_size, shuffle=False, collate_fn=as_list,
-                            num_workers=workers if total > batch_size else 0)
+            batches = ray_batches(self, work, opts, batch_size, cluster)
         meter, done, saved = RateMeter(), 0, time.monotonic()
-        batches = iter(loader)
         try:
             for batch in batches:
-                good = [b for b in batch if b["pixels"] is not None]
-                codes = (self.model.image_codes(encoder.encode(np.stack([b["pixels"] for b in good])))
-                         if good else np.zeros((0, self.bits // 8), np.uint8))
-                code_of = {b["i"]: c for b, c in zip(good, codes)}
-                known, ids = [], []
+                if isinstance(batch, str):  # a message of the batch source (where Ray runs the work)
+                    yield Progress("index", 0, 0, batch)
+                    continue
+                known, ids, codes = [], [], []
                 conn.execute("BEGIN IMMEDIATE")
                 for b in batch:
-                    tid = self._commit_item(conn, work, b, code_of.get(b["i"]), known, rep)
-                    if b["i"] in code_of:
+                    tid = self._commit_item(conn, work, b, b["code"], known, rep)
+                    if b["code"] is not None:
                         ids.append(tid)
+                        codes.append(b["code"])
+                codes = np.stack(codes) if codes else np.zeros((0, self.bits // 8), np.uint8)
                 gen = bump(conn, "tiles")
                 conn.execute("COMMIT")
                 self._codes["tiles"].update(remove=known, ids=ids, codes=codes)
@@ -295,6 +308,31 @@ class Indexing(chips.ChipPlanning):
                 yield Progress("index", done, total, work.label(batch[-1]["i"]),
                                {"rate": meter.rate(done), "eta": meter.eta(done, total), "errors": rep.errors,
                                 "skipped": rep.unchanged, "nodata": rep.nodata})
+        finally:
+            batches.close()  # stops the decoding workers (or the Ray dataset) now, also on cancel
+
+    def _local_batches(self, work: Work, opts: dict, batch_size: int, workers: int) -> Iterator[list[dict]]:
+        """Items decoded by DataLoader workers and encoded here: :class:`TileReader` dicts plus
+        ``code`` (packed, or None for an unreadable or nodata item), batch by batch."""
+        encoder = self.image_encoder
+        reader = TileReader(work, int(getattr(encoder, "input_size", DEFAULT_INPUT_SIZE)), opts["bands"],
+                            opts["stretch"])
+        from torch.utils.data import DataLoader
+
+        # Worker processes only pay off when there is more than one batch to overlap with encoding.
+        loader = DataLoader(reader, batch_size=batch_size, shuffle=False, collate_fn=as_list,
+                            num_workers=workers if work.total > batch_size else 0)
+        batches = iter(loader)
+        try:
+            for batch in batches:
+                good = [b for b in batch if b["pixels"] is not None]
+                codes = (self.model.image_codes(encoder.encode(np.stack([b["pixels"] for b in good])))
+                         if good else ())
+                for b in batch:
+                    b["code"] = None
+                for b, c in zip(good, codes):
+                    b["code"] = c
+                yield batch
         finally:
             del batches  # shuts the decoding workers down now, also on cancel
 
