@@ -34,7 +34,7 @@ from PIL import Image, ImageFilter
 IMAGE_VIEWS = ("orig", "rot", "blur", "crop", "zoomout", "scale", "colour")
 PAPER_VIEWS = ("orig", "rot", "blur", "crop")
 # The views training uses unless told otherwise (chosen by benchmarks/generalisation.py).
-DEFAULT_VIEWS = PAPER_VIEWS
+DEFAULT_VIEWS = PAPER_VIEWS + ("zoomout", "colour")
 CROP_FRACTION = 200 / 256
 BLUR_SIGMA = (1.0, 2.0)
 
