@@ -30,20 +30,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench_index import _subset  # noqa: E402  (same folder)
+
 DEFAULT_GPU_RATE = 1000.0  # tiles/s per GPU, end to end: an assumption (see --help), not a measurement
-
-
-def _subset(folder: Path, limit: int, dest: Path) -> Path:
-    """Copy the first ``limit`` images (scan order) into ``dest``."""
-    from duch_desktop.core import imagery
-
-    for n, entry in enumerate(imagery.scan(folder)):
-        if n >= limit:
-            break
-        target = dest / entry.rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(entry.path, target)
-    return dest
 
 
 def _model():

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -14,14 +13,7 @@ from duch_desktop.gui.map_view import (DEGREE, SELECTED, MapPanel, graticule_ste
 from duch_desktop.gui.workers import ThumbnailLoader
 
 
-@dataclass
-class FakeHit:
-    tile_id: int
-    rel: str
-    path: Path
-    distance: int
-    footprint: list | None = None
-    window: tuple | None = None
+from tests.gui.test_widgets import FakeHit  # noqa: E402
 
 
 def box(w: float, s: float, e: float, n: float) -> list:
