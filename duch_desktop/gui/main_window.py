@@ -336,7 +336,8 @@ class MainWindow(MenusMixin, SearchMixin, QMainWindow):
                 self._stats = stats
                 self._tile_count = tile_count(stats)
                 self.archive_label.setText(stats_text(stats, archive))
-                if self.is_indexing() or self.stack.currentWidget() is not self.message:
+                # a failed run's message says why the index is empty; don't replace it with a vaguer one
+                if self.is_indexing() or self.stack.currentWidget() is not self.message or self._index_failed:
                     return
                 if stats.get("stale"):
                     self.show_message(STALE)

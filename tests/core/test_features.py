@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from duch_desktop.core.augment import PAPER_VIEWS
 from duch_desktop.core.features import extract_image_features, extract_text_features
 from duch_desktop.core.jobs import UserError, drive
 
@@ -50,12 +51,12 @@ def tiles(tmp_path):
 def test_image_cache_hit_skips_the_encoder(tiles, tmp_path, workers):
     enc = FakeImageEncoder()
     events = []
-    a = drive(extract_image_features(tiles, enc, cache_dir=tmp_path / "c", seed=1, batch_size=8,
+    a = drive(extract_image_features(tiles, enc, PAPER_VIEWS, cache_dir=tmp_path / "c", seed=1, batch_size=8,
                                      num_workers=workers), events.append)
     assert a.shape == (4, 5, 6) and enc.seen == 20 and events[-1].done == events[-1].total == 20
     assert not np.allclose(a[0], a[2])  # the blurred view has a lower std
     calls = enc.calls
-    b = drive(extract_image_features(tiles, enc, cache_dir=tmp_path / "c", seed=1))
+    b = drive(extract_image_features(tiles, enc, PAPER_VIEWS, cache_dir=tmp_path / "c", seed=1))
     np.testing.assert_array_equal(a, b)
     assert enc.calls == calls
 
@@ -63,11 +64,11 @@ def test_image_cache_hit_skips_the_encoder(tiles, tmp_path, workers):
 def test_changed_file_or_seed_recomputes_only_what_changed(tiles, tmp_path):
     enc = FakeImageEncoder()
     cache = tmp_path / "c"
-    drive(extract_image_features(tiles, enc, cache_dir=cache, seed=1))
+    drive(extract_image_features(tiles, enc, PAPER_VIEWS, cache_dir=cache, seed=1))
     enc.seen = 0
     st = os.stat(tiles[2])
     os.utime(tiles[2], ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
-    drive(extract_image_features(tiles, enc, cache_dir=cache, seed=1))
+    drive(extract_image_features(tiles, enc, PAPER_VIEWS, cache_dir=cache, seed=1))
     assert enc.seen == 4  # one tile, four views
     enc.seen = 0
     drive(extract_image_features(tiles, enc, views=("orig", "blur"), cache_dir=cache, seed=2))
