@@ -188,14 +188,6 @@ def score_generalisation(model: DuchModel, gs: GeneralisationSet, k: int = 10, s
                "text_encoder": model.meta.get("text_encoder"), "model_fingerprint": model.fingerprint})
 
 
-def evaluate_generalisation(model: DuchModel, image_encoder, text_encoder, root: str | os.PathLike,
-                            queries_path: str | os.PathLike, cache_dir=None, k: int = 10, seed: int = 0,
-                            num_workers: int = 1) -> Job[GeneralisationReport]:
-    """Score ``model`` on a labelled folder it was never trained on (see module docstring)."""
-    gs = yield from generalisation_set(image_encoder, text_encoder, root, queries_path, cache_dir, num_workers)
-    return score_generalisation(model, gs, k, seed)
-
-
 def report_markdown(r: GeneralisationReport, title: str = "Generalisation: imagery and phrasings never seen") -> str:
     """The report as a markdown section (per-class table + summary line)."""
     lines = [f"## {title}", "",
