@@ -65,6 +65,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-encoder", help="'efficientnet-lite0' (default) or a local Hugging Face vision model folder")
     p.add_argument("--text-encoder", help="'all-MiniLM-L6-v2' (default) or a local BERT-like model folder")
+    p.add_argument("--text-pooling", choices=("last1", "last4"),
+                   help="token embeddings the text encoder averages: last1 = its last layer (default; the "
+                        "pooling sentence-transformers models were trained with), last4 = the sum of the last "
+                        "four layers (the DUCH paper's, for BERT-base)")
     p.add_argument("--cache-dir", type=Path, help="feature cache folder (default: the user cache folder)")
     p.add_argument("--device", help="torch device, e.g. cpu or cuda (default: cuda when available)")
     p.add_argument("--seed", type=int, default=42, help="seed of split, caption choice, augmentation, training")
@@ -129,10 +133,19 @@ def _handle(fn, args) -> int:
         return 130
 
 
-def _encoders(args):
-    from .core.encoders import load_image_encoder, load_text_encoder
+def _encoders(args, model=None):
+    """The encoders the options name; with ``model``, options left out follow what it was trained on."""
+    from .core.encoders import (DEFAULT_TEXT_POOLING, encoder_spec_from_identity, load_image_encoder,
+                                load_text_encoder, pooling_from_identity)
 
-    return load_image_encoder(args.image_encoder, args.device), load_text_encoder(args.text_encoder, args.device)
+    image_spec, text_spec, pooling = args.image_encoder, args.text_encoder, args.text_pooling
+    recorded = model.meta.get("text_encoder") if model is not None else None
+    if recorded and text_spec is None and not recorded.startswith("hf:"):
+        text_spec = encoder_spec_from_identity(recorded)
+    if recorded and pooling is None:
+        pooling = pooling_from_identity(recorded)
+    return (load_image_encoder(image_spec, args.device),
+            load_text_encoder(text_spec, args.device, pooling=pooling or DEFAULT_TEXT_POOLING))
 
 
 def _check_bits(bits: list[int]) -> None:
@@ -182,12 +195,12 @@ def _evaluate_external(args) -> int:
 
     load_queries(args.queries, load_labelled_folder(args.external).class_names)  # fail before loading encoders
     model = DuchModel.load(args.model or default_model_dir())
-    ienc, tenc = _encoders(args)
+    ienc, tenc = _encoders(args, model)
     for have, ident, what in ((ienc, model.meta.get("image_encoder"), "image"),
                               (tenc, model.meta.get("text_encoder"), "text")):
         if ident and have.identity != ident:
             raise UserError(f"the model was trained on {what} features of {ident}, not {have.identity}: "
-                            f"pass --{what}-encoder accordingly")
+                            f"pass --{what}-encoder (and --text-pooling) accordingly")
     gs = run_job(generalisation_set(ienc, tenc, args.external, args.queries, args.cache_dir, args.workers))
     report = score_generalisation(model, gs, seed=args.seed)
     section = report_markdown(report)

@@ -236,3 +236,27 @@ def test_index_without_folder_or_demo_is_a_one_line_user_error(capsys):
     assert main(["index"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--demo" in err[0]
+
+
+def test_research_encoders_follow_the_model_unless_told(monkeypatch):
+    """`duch evaluate --external` scores a bundle with the text pooling it was trained with; the
+    options override it, and without a model the default pooling is used."""
+    import argparse
+
+    from duch_desktop import cli_research
+    from duch_desktop.core import encoders
+
+    calls = []
+    monkeypatch.setattr(encoders, "load_image_encoder", lambda spec, device=None: spec)
+    monkeypatch.setattr(encoders, "load_text_encoder",
+                        lambda spec, device=None, pooling=None: calls.append((spec, pooling)) or spec)
+    args = argparse.Namespace(image_encoder=None, text_encoder=None, text_pooling=None, device=None)
+    model = argparse.Namespace(meta={"text_encoder": "all-MiniLM-L6-v2@0.1.0"})  # an older bundle: the paper's pooling
+    cli_research._encoders(args, model)
+    model.meta["text_encoder"] = "all-MiniLM-L6-v2@0.1.0;pool=last1"
+    cli_research._encoders(args, model)
+    cli_research._encoders(args)
+    cli_research._encoders(argparse.Namespace(**{**vars(args), "text_pooling": "last4"}), model)
+    assert calls == [("all-MiniLM-L6-v2", "last4"), ("all-MiniLM-L6-v2", "last1"),
+                     (None, encoders.DEFAULT_TEXT_POOLING), ("all-MiniLM-L6-v2", "last4")]
+    assert encoders.DEFAULT_TEXT_POOLING == "last1"

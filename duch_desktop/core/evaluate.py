@@ -359,7 +359,8 @@ def write_report(report: EvalReport, out_dir: Path) -> None:
         f"- Protocol: seed {s['seed']}, {s['n_train']} training / {s['n_query']} query / {s['n_retrieval']} "
         "retrieval tiles; one caption per query/retrieval tile drawn with the seed; relevance = same class.",
         f"- Training: {s['epochs']} epochs, batch {s['train_config']['batch_size']}, lr {s['train_config']['lr']}, "
-        f"τ = {s['train_config']['temperature']}; image views {', '.join(s['image_views'])}; "
+        f"τ = {s['train_config']['temperature']}; image views {', '.join(s['image_views'])} (the text "
+        f"term sees an augmented view with probability {s['train_config'].get('aug_inter', 0.0)}); "
         f"{s['n_training_texts']} training texts (5 captions + rule-based variants per tile). The epoch is "
         f"chosen by a label-free score (held-out image–text NT-Xent) on {int(s['train_config']['val_fraction'] * 100)} % of the *training* "
         "tiles held out; query/retrieval tiles are never seen before scoring.",

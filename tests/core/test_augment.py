@@ -59,6 +59,28 @@ def test_zoomout_shrinks_scale_coarsens_colour_keeps_geometry():
     assert np.all(np.diff(recoloured[0, :, 0].astype(int)) >= 0)  # same geometry: still a left-to-right ramp
 
 
+def test_zoomfar_shrinks_more_than_zoomout_and_recolour_shifts_hue_keeping_geometry():
+    # f in [0.15, 0.4]: each copy of a 40 px stripe is 6-16 px wide, and there are several copies
+    img = np.zeros((200, 200, 3), np.uint8)
+    img[:, 80:120] = 255
+    for s in range(5):
+        row = image_view("zoomfar", img, np.random.default_rng(s))[100, :, 0] > 128
+        starts = np.flatnonzero(np.diff(row.astype(int)) == 1)
+        assert len(starts) >= 3
+        assert 0.1 * 40 < row.sum() / len(starts) < 0.45 * 40
+    grad = np.tile(np.linspace(0, 255, 64, dtype=np.uint8)[None, :, None], (64, 1, 3))
+    for s in range(5):
+        out = image_view("recolour", grad, np.random.default_rng(s))
+        assert np.all(np.diff(out[0, :, 0].astype(int)) >= 0)  # still a left-to-right ramp
+    green = np.zeros((16, 16, 3), np.uint8)
+    green[..., 1] = 160
+    hues = set()
+    for s in range(10):
+        r, g, b = image_view("recolour", green, np.random.default_rng(s))[0, 0].astype(int)
+        hues.add((r > g // 3) or (b > g // 3))  # some red or blue mixed into the green
+    assert hues == {True, False}
+
+
 def test_unknown_view_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown image view"):
         image_view("sepia", tile(), np.random.default_rng(0))

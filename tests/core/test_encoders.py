@@ -1,4 +1,4 @@
-"""Encoders: mask-aware last-4 pooling, offline loading of local HF directories, shapes."""
+"""Encoders: mask-aware last-4 / last-layer pooling, pooling in the identity, offline loading of local HF directories, shapes."""
 import numpy as np
 import pytest
 import torch
@@ -45,6 +45,33 @@ def test_pooling_ignores_padding():
     for t in noisy:
         t[0, 3:] = 100
     torch.testing.assert_close(encoders.pool_last4_mean(noisy, mask), pooled)
+
+
+def test_last_layer_pooling_uses_the_last_layer_only_and_ignores_padding():
+    torch.manual_seed(1)
+    layers = [torch.randn(2, 4, 3) for _ in range(5)]
+    mask = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]])
+    pooled = encoders.pool_last1_mean(layers, mask)
+    torch.testing.assert_close(pooled[0], layers[-1][0, :2].mean(0))
+    torch.testing.assert_close(pooled[1], layers[-1][1].mean(0))
+    changed = [t.clone() for t in layers]
+    changed[-2] += 5  # an earlier layer: no effect
+    changed[-1][0, 2:] = 100  # padding: no effect
+    torch.testing.assert_close(encoders.pool_last1_mean(changed, mask), pooled)
+
+
+def test_pooling_is_recorded_in_the_identity(tiny_bert):
+    paper = encoders.load_text_encoder(str(tiny_bert), device="cpu", pooling="last4")
+    last = encoders.load_text_encoder(str(tiny_bert), device="cpu", pooling="last1")
+    # the paper's pooling adds no tag: identities, caches and bundles from before the option stay valid
+    assert ";pool=" not in paper.identity and last.identity == paper.identity + ";pool=last1"
+    assert encoders.pooling_from_identity(paper.identity) == "last4"
+    assert encoders.pooling_from_identity(last.identity) == "last1"
+    assert encoders.encoder_spec_from_identity("all-MiniLM-L6-v2@0.1.0;pool=last1") == "all-MiniLM-L6-v2"
+    a, b = paper.encode(["many planes near a highway"]), last.encode(["many planes near a highway"])
+    assert a.shape == b.shape and not np.allclose(a, b)
+    with pytest.raises(UserError, match="unknown text pooling"):
+        encoders.load_text_encoder(str(tiny_bert), device="cpu", pooling="max")
 
 
 def test_text_encoder_from_local_dir_is_padding_invariant(tiny_bert):

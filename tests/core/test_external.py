@@ -111,7 +111,7 @@ def test_results_section_is_replaced_not_duplicated(tmp_path):
 
 
 def test_cli_evaluate_external(tmp_path, tiny_model_dir, capsys, monkeypatch):
-    monkeypatch.setattr(cli_research, "_encoders", lambda args: (TinyImageEncoder(), TinyTextEncoder()))
+    monkeypatch.setattr(cli_research, "_encoders", lambda args, model=None: (TinyImageEncoder(), TinyTextEncoder()))
     arch = labelled_folder(tmp_path / "arch")
     q = queries_file(tmp_path / "q.json", QUERIES)
     out = tmp_path / "docs"

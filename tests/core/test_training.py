@@ -63,3 +63,19 @@ def test_training_data_rejects_images_without_captions():
     views = np.zeros((1, 6, 4), np.float32)
     with pytest.raises(Exception, match="caption"):
         TrainingData(views, np.zeros((5, 3), np.float32), np.arange(5))
+
+
+@pytest.mark.parametrize("aug_inter", [0.0, 0.5, 1.0])
+def test_view_pairs_differ_and_aug_inter_sets_how_often_text_meets_an_augmented_view(aug_inter):
+    from duch_desktop.core.training import _sample_pairs
+
+    data, _ = toy_data(n=400)  # 3 views: the original + 2 augmented
+    va, vb, ta, tb = _sample_pairs(data, np.arange(400), np.random.default_rng(0), aug_inter)
+    assert (va != vb).all() and (ta != tb).all()
+    assert np.isin(va, [0, 1, 2]).all() and np.isin(vb, [0, 1, 2]).all()
+    share = (va != 0).mean()
+    assert abs(share - aug_inter) < 0.08
+    if aug_inter == 0:
+        assert (va == 0).all() and (vb != 0).all()  # the paper: text always meets the original tile
+    if aug_inter == 1:
+        assert {1, 2} <= set(va.tolist()) and 0 in set(vb.tolist())
