@@ -198,7 +198,8 @@ def report_markdown(r: GeneralisationReport, title: str = "Generalisation: image
              f"**Mean P@10 (text → image) {r.mean_p_at_10:.3f}**, top-5 hit rate {r.top5_hit_rate:.3f}, "
              f"image → image P@10 {r.image_p_at_10:.3f} (frozen encoder features, cosine: "
              f"{r.raw_image_p_at_10:.3f}); random ranking P@10 {r.random_p_at_10:.3f}.", "",
-             "Levers tried (augmentations, temperature, text noise; each trained on the UCM training split): "
+             "Levers tried (text pooling, image views, code length, temperature, …; each trained on the UCM "
+             "training split, scored on this set and on a held-back check set of other queries): "
              "[docs/generalisation.md](generalisation.md).", "",
              "| class | queries | P@10 | top-5 hit rate | image→image P@10 |", "|---|---|---|---|---|"]
     for name, c in r.per_class.items():
