@@ -36,29 +36,30 @@ from duch_desktop.core.training import TrainConfig, TrainingData, train  # noqa:
 # "scale" (resolution loss without a footprint change) is left out: zoomout covers other ground
 # sampling distances and tile sizes, and every extra view costs a full feature pass on CPU.
 ALL = PAPER_VIEWS + ("zoomout", "colour", "zoomfar", "recolour")
-SHIPPED = PAPER_VIEWS + ("zoomout", "colour")
+PREVIOUS = PAPER_VIEWS + ("zoomout", "colour")  # the views of the recipe shipped before 2026-12-02
 # Every row starts from the paper's training options and text pooling, whatever the shipped
 # defaults are, so that a row means the same thing after the defaults change.
 PAPER_CONFIG = TrainConfig(aug_inter=0.0)
-# name -> (image views, text set, TrainConfig changes); a "pooling" key in the changes picks
-# the text encoder's pooling (see HFTextEncoder) instead of a TrainConfig field.
+# name -> (image views, text set, TrainConfig changes). Two keys of the changes are handled here,
+# not by TrainConfig: "pooling" picks the text encoder's pooling (see HFTextEncoder; "a+b"
+# concatenates two), "l2" ("text" or "both") makes those features unit length.
 VARIANTS = {
     "baseline (paper views; captions + rule-based variants; tau 1)": (PAPER_VIEWS, "variants", {}),
     "+zoomout": (PAPER_VIEWS + ("zoomout",), "variants", {}),
     "+colour": (PAPER_VIEWS + ("colour",), "variants", {}),
-    "+zoomout+colour": (SHIPPED, "variants", {}),
-    "+zoomout+colour; tau 0.5": (SHIPPED, "variants", {"temperature": 0.5}),
-    "+zoomout+colour; text noise 0.5": (SHIPPED, "variants", {"text_noise": 0.5}),
+    "+zoomout+colour": (PREVIOUS, "variants", {}),
+    "+zoomout+colour; tau 0.5": (PREVIOUS, "variants", {"temperature": 0.5}),
+    "+zoomout+colour; text noise 0.5": (PREVIOUS, "variants", {"text_noise": 0.5}),
     "baseline; captions only (no rule-based variants)": (PAPER_VIEWS, "human", {}),
     "baseline; tau 0.5": (PAPER_VIEWS, "variants", {"temperature": 0.5}),
-    "+zoomout+colour; tau 0.3": (SHIPPED, "variants", {"temperature": 0.3}),
-    "+zoomout+colour+zoomfar": (SHIPPED + ("zoomfar",), "variants", {}),
-    "+zoomout+colour+recolour": (SHIPPED + ("recolour",), "variants", {}),
+    "+zoomout+colour; tau 0.3": (PREVIOUS, "variants", {"temperature": 0.3}),
+    "+zoomout+colour+zoomfar": (PREVIOUS + ("zoomfar",), "variants", {}),
+    "+zoomout+colour+recolour": (PREVIOUS + ("recolour",), "variants", {}),
     "+zoomout+colour+zoomfar+recolour": (ALL, "variants", {}),
-    "+zoomout+colour; aug-inter 0.5": (SHIPPED, "variants", {"aug_inter": 0.5}),
+    "+zoomout+colour; aug-inter 0.5": (PREVIOUS, "variants", {"aug_inter": 0.5}),
     "+zoomout+colour+zoomfar+recolour; aug-inter 0.5": (ALL, "variants", {"aug_inter": 0.5}),
-    "+zoomout+colour; text pooling last1": (SHIPPED, "variants", {"pooling": "last1"}),
-    "+zoomout+colour; text pooling last1; aug-inter 0.5": (SHIPPED, "variants", {"pooling": "last1", "aug_inter": 0.5}),
+    "+zoomout+colour; text pooling last1": (PREVIOUS, "variants", {"pooling": "last1"}),
+    "+zoomout+colour; text pooling last1; aug-inter 0.5": (PREVIOUS, "variants", {"pooling": "last1", "aug_inter": 0.5}),
     "+zoomout+colour+zoomfar+recolour; text pooling last1": (ALL, "variants", {"pooling": "last1"}),
     "+zoomout+colour+zoomfar+recolour; text pooling last1; aug-inter 0.5":
         (ALL, "variants", {"pooling": "last1", "aug_inter": 0.5}),
@@ -68,6 +69,10 @@ VARIANTS = {
         (ALL, "human", {"pooling": "last1", "aug_inter": 0.5}),
     "+zoomout+colour+zoomfar+recolour; text pooling last1+last4; aug-inter 0.5":
         (ALL, "variants", {"pooling": "last1+last4", "aug_inter": 0.5}),
+    "+zoomout+colour+zoomfar+recolour; text pooling last1; aug-inter 0.5; beta 0.05":
+        (ALL, "variants", {"pooling": "last1", "aug_inter": 0.5, "beta": 0.05}),
+    "+zoomout+colour+zoomfar+recolour; text pooling last1; aug-inter 0.5; beta 0.5":
+        (ALL, "variants", {"pooling": "last1", "aug_inter": 0.5, "beta": 0.5}),
     "+zoomout+colour+zoomfar+recolour; text pooling last1; aug-inter 0.5; l2 text":
         (ALL, "variants", {"pooling": "last1", "aug_inter": 0.5, "l2": "text"}),
     "+zoomout+colour+zoomfar+recolour; text pooling last1; aug-inter 0.5; l2 both":
