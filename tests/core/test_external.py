@@ -134,3 +134,26 @@ def test_cli_evaluate_external(tmp_path, tiny_model_dir, capsys, monkeypatch):
     assert main([str(a) for a in argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith("duch: queries for classes with no folder") and err.count("\n") == 1
+
+
+UCM = Path(__file__).resolve().parents[2].parent / "shared/data/ucm"
+QUERY_SETS = [Path(__file__).resolve().parents[1] / "data" / n
+              for n in ("external_queries.json", "external_queries_b.json")]
+
+
+def _phrase(text: str) -> str:
+    return " ".join(text.lower().replace(".", " ").split())
+
+
+@pytest.mark.skipif(not (UCM / "captions.json").is_file(), reason="needs ../shared/data/ucm")
+def test_the_two_query_sets_are_distinct_and_copy_no_ucm_caption():
+    from duch_desktop.core.datasets import load_ucm
+
+    ucm = load_ucm(UCM)
+    captions = {_phrase(c) for cs in ucm.captions for c in cs}
+    sets = [load_queries(p, ucm.class_names) for p in QUERY_SETS]
+    assert sets[0].keys() == sets[1].keys() and len(sets[0]) == 12
+    phrases = [{_phrase(q) for qs in s.values() for q in qs} for s in sets]
+    assert all(len(p) == 48 for p in phrases)  # 4 per class, no repeats
+    assert not phrases[0] & phrases[1]
+    assert not (phrases[0] | phrases[1]) & captions
