@@ -69,6 +69,8 @@ VARIANTS = {
         (ALL, "human", {"pooling": "last1", "aug_inter": 0.5}),
     "+zoomout+colour+zoomfar+recolour; text pooling last1+last4; aug-inter 0.5":
         (ALL, "variants", {"pooling": "last1+last4", "aug_inter": 0.5}),
+    "+zoomout+colour+zoomfar+recolour; text pooling last1; aug-inter 0.5; tau 0.5":
+        (ALL, "variants", {"pooling": "last1", "aug_inter": 0.5, "temperature": 0.5}),
     "+zoomout+colour+zoomfar+recolour; text pooling last1; aug-inter 0.5; beta 0.05":
         (ALL, "variants", {"pooling": "last1", "aug_inter": 0.5, "beta": 0.05}),
     "+zoomout+colour+zoomfar+recolour; text pooling last1; aug-inter 0.5; beta 0.5":
