@@ -95,31 +95,33 @@ def zoom_far(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return zoom_out(img, rng, fraction=(0.15, 0.4))
 
 
+def _radiometry(x: np.ndarray, rng: np.random.Generator, gain: tuple[float, float], saturation: tuple[float, float],
+                contrast: tuple[float, float], brightness: tuple[float, float], gamma: tuple[float, float]) -> np.ndarray:
+    """Per-channel gain, saturation, contrast, brightness and gamma, each drawn uniformly from its
+    range, on float RGB in [0, 1]; back to uint8."""
+    x = x * rng.uniform(*gain, size=3).astype(np.float32)
+    grey = x.mean(axis=2, keepdims=True)
+    x = grey + (x - grey) * np.float32(rng.uniform(*saturation))
+    m = x.mean()
+    x = m + (x - m) * np.float32(rng.uniform(*contrast)) + np.float32(rng.uniform(*brightness))
+    x = np.clip(x, 0.0, 1.0) ** np.float32(rng.uniform(*gamma))
+    return (x * 255.0 + 0.5).astype(np.uint8)
+
+
 def recolour(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A stronger :func:`colour`: hue rotation up to 40 degrees and wider gain/contrast/gamma
     ranges, as between an orthophoto and a Google Earth mosaic of the same kind of scene."""
     hsv = np.asarray(Image.fromarray(img).convert("HSV")).copy()
     hsv[..., 0] = (hsv[..., 0].astype(np.int16) + int(rng.integers(-28, 29))) % 256
     x = np.asarray(Image.fromarray(hsv, "HSV").convert("RGB")).astype(np.float32) / 255.0
-    x = x * rng.uniform(0.7, 1.3, size=3).astype(np.float32)
-    grey = x.mean(axis=2, keepdims=True)
-    x = grey + (x - grey) * np.float32(rng.uniform(0.5, 2.0))
-    m = x.mean()
-    x = m + (x - m) * np.float32(rng.uniform(0.6, 1.6)) + np.float32(rng.uniform(-0.15, 0.15))
-    x = np.clip(x, 0.0, 1.0) ** np.float32(rng.uniform(0.5, 1.6))
-    return (x * 255.0 + 0.5).astype(np.uint8)
+    return _radiometry(x, rng, gain=(0.7, 1.3), saturation=(0.5, 2.0), contrast=(0.6, 1.6),
+                       brightness=(-0.15, 0.15), gamma=(0.5, 1.6))
 
 
 def colour(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Random radiometry: per-channel gain, brightness, contrast, saturation and gamma."""
-    x = img.astype(np.float32) / 255.0
-    x = x * rng.uniform(0.8, 1.2, size=3).astype(np.float32)                    # channel gains
-    grey = x.mean(axis=2, keepdims=True)
-    x = grey + (x - grey) * np.float32(rng.uniform(0.4, 1.4))                   # saturation
-    m = x.mean()
-    x = m + (x - m) * np.float32(rng.uniform(0.7, 1.3)) + np.float32(rng.uniform(-0.1, 0.1))  # contrast, brightness
-    x = np.clip(x, 0.0, 1.0) ** np.float32(rng.uniform(0.7, 1.4))               # gamma
-    return (x * 255.0 + 0.5).astype(np.uint8)
+    return _radiometry(img.astype(np.float32) / 255.0, rng, gain=(0.8, 1.2), saturation=(0.4, 1.4),
+                       contrast=(0.7, 1.3), brightness=(-0.1, 0.1), gamma=(0.7, 1.4))
 
 
 _IMAGE_FUNCS = {"orig": lambda img, rng: img, "rot": rotate, "blur": blur, "crop": center_crop,
