@@ -103,11 +103,20 @@ def l2_features(x, which: str):
     return replace(x, text_feats=_unit(x.text_feats), views=_unit(x.views) if which == "both" else x.views)
 
 
-def with_text_encoder(f, gs, tenc):
-    """``f`` and ``gs`` with their text features re-extracted (cached) by ``tenc``."""
-    f = replace(f, text_feats=drive(extract_text_features(f.texts, tenc)))
-    gs = replace(gs, query_feats=drive(extract_text_features(gs.query_texts, tenc)))
-    return f, gs
+def with_text_encoder(f, query_sets, tenc):
+    """``f`` and each generalisation set with their text features re-extracted (cached) by ``tenc``."""
+    return (replace(f, text_feats=drive(extract_text_features(f.texts, tenc))),
+            *(replace(g, query_feats=drive(extract_text_features(g.query_texts, tenc))) for g in query_sets))
+
+
+def concatenated(parts):
+    """One feature tuple (f, gs, gs_b, encoder) from several, text features side by side."""
+    cat = lambda xs, a: np.concatenate([getattr(x, a) for x in xs], axis=1)  # noqa: E731
+    f, gs, gs_b, _ = parts[0]
+    return (replace(f, text_feats=cat([p[0] for p in parts], "text_feats")),
+            replace(gs, query_feats=cat([p[1] for p in parts], "query_feats")),
+            replace(gs_b, query_feats=cat([p[2] for p in parts], "query_feats")),
+            type("Cat", (), {"identity": "+".join(p[3].identity for p in parts)})())
 
 
 def main() -> int:
@@ -137,23 +146,12 @@ def main() -> int:
         views, texts, change = VARIANTS[name]
         change = dict(change)
         pooling = change.pop("pooling", PAPER_POOLING)
-        if pooling not in by_pooling and "+" in pooling:  # concatenated poolings, e.g. last1+last4
-            parts = pooling.split("+")
-            for p in parts:
-                if p not in by_pooling:
-                    t_enc = load_text_encoder(pooling=p)
-                    fv, gsv = with_text_encoder(f, gs, t_enc)
-                    by_pooling[p] = (fv, gsv, with_text_encoder(f, gs_b, t_enc)[1], t_enc)
-            sets = [by_pooling[p] for p in parts]
-            cat = lambda xs, a: np.concatenate([getattr(x, a) for x in xs], axis=1)  # noqa: E731
-            by_pooling[pooling] = (replace(f, text_feats=cat([s[0] for s in sets], "text_feats")),
-                                   replace(gs, query_feats=cat([s[1] for s in sets], "query_feats")),
-                                   replace(gs_b, query_feats=cat([s[2] for s in sets], "query_feats")),
-                                   type("Cat", (), {"identity": "+".join(s[3].identity for s in sets)})())
+        for p in pooling.split("+"):  # "a+b": concatenated poolings, e.g. last1+last4
+            if p not in by_pooling:
+                t_enc = load_text_encoder(pooling=p)
+                by_pooling[p] = (*with_text_encoder(f, (gs, gs_b), t_enc), t_enc)
         if pooling not in by_pooling:
-            t_enc = load_text_encoder(pooling=pooling)
-            fv, gsv = with_text_encoder(f, gs, t_enc)
-            by_pooling[pooling] = (fv, gsv, with_text_encoder(f, gs_b, t_enc)[1], t_enc)
+            by_pooling[pooling] = concatenated([by_pooling[p] for p in pooling.split("+")])
         fv, gsv, gsv_b, t_enc = by_pooling[pooling]
         l2 = change.pop("l2", "")
         if l2:
