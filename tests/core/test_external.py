@@ -136,7 +136,7 @@ def test_cli_evaluate_external(tmp_path, tiny_model_dir, capsys, monkeypatch):
     assert err.startswith("duch: queries for classes with no folder") and err.count("\n") == 1
 
 
-UCM = Path(__file__).resolve().parents[2].parent / "shared/data/ucm"
+UCM = Path(__file__).resolve().parents[3] / "shared" / "data" / "ucm"
 QUERY_SETS = [Path(__file__).resolve().parents[1] / "data" / n
               for n in ("external_queries.json", "external_queries_b.json")]
 
