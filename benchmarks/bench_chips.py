@@ -81,10 +81,10 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
-    from duch_desktop.core import defaults
-    from duch_desktop.core.defaults import default_workers
-    from duch_desktop.core.hashing import DuchModel
-    from duch_desktop.core.index import Archive
+    from duch_desktop.core.model import defaults
+    from duch_desktop.core.model.defaults import default_workers
+    from duch_desktop.core.model.hashing import DuchModel
+    from duch_desktop.core.archive.archive import Archive
     from duch_desktop.core.jobs import UserError
 
     work = Path(tempfile.mkdtemp(prefix="duch-bench-chips-"))
@@ -102,7 +102,7 @@ def main() -> None:
 
             image, model, which = TinyImageEncoder(input_size=224), make_tiny_model(bits=64), "tiny test encoders"
         else:
-            from duch_desktop.core.encoders import DEFAULT_TEXT_ENCODER, load_image_encoder
+            from duch_desktop.core.model.encoders import DEFAULT_TEXT_ENCODER, load_image_encoder
 
             image = load_image_encoder()
             try:

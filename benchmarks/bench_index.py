@@ -22,7 +22,7 @@ sys.path.insert(0, str(REPO))
 
 def _subset(folder: Path, limit: int, dest: Path) -> Path:
     """Copy the first ``limit`` images (scan order) into ``dest``."""
-    from duch_desktop.core import imagery
+    from duch_desktop.core.imagery import reading as imagery
 
     for n, entry in enumerate(imagery.scan(folder)):
         if n >= limit:
@@ -42,11 +42,11 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
-    from duch_desktop.core import defaults
-    from duch_desktop.core.encoders import DEFAULT_TEXT_ENCODER, load_image_encoder
-    from duch_desktop.core.hashing import DuchModel
-    from duch_desktop.core.defaults import default_workers
-    from duch_desktop.core.index import Archive
+    from duch_desktop.core.model import defaults
+    from duch_desktop.core.model.encoders import DEFAULT_TEXT_ENCODER, load_image_encoder
+    from duch_desktop.core.model.hashing import DuchModel
+    from duch_desktop.core.model.defaults import default_workers
+    from duch_desktop.core.archive.archive import Archive
     from duch_desktop.core.jobs import UserError
 
     work = Path(tempfile.mkdtemp(prefix="duch-bench-"))

@@ -36,9 +36,9 @@ DEFAULT_GPU_RATE = 1000.0  # tiles/s per GPU, end to end: an assumption (see --h
 
 
 def _model():
-    from duch_desktop.core import defaults
-    from duch_desktop.core.encoders import DEFAULT_IMAGE_ENCODER, DEFAULT_TEXT_ENCODER
-    from duch_desktop.core.hashing import DuchModel
+    from duch_desktop.core.model import defaults
+    from duch_desktop.core.model.encoders import DEFAULT_IMAGE_ENCODER, DEFAULT_TEXT_ENCODER
+    from duch_desktop.core.model.hashing import DuchModel
     from duch_desktop.core.jobs import UserError
 
     try:
@@ -51,7 +51,7 @@ def _model():
 def _run(index_dir: Path, folder: Path, model, batch_size: int, **kw) -> dict:
     """Index ``folder`` from scratch. Timed from the end of the steps before encoding (the model
     bundle's captions, encoded once per index by the driver, and the scan) to the last commit."""
-    from duch_desktop.core.index import Archive
+    from duch_desktop.core.archive.archive import Archive
 
     archive = Archive.open(index_dir, model=model, create_root=folder)
     t0 = start = time.perf_counter()
@@ -75,8 +75,8 @@ def _run(index_dir: Path, folder: Path, model, batch_size: int, **kw) -> dict:
 
 def _warm_up(folder: Path) -> None:
     """Load both encoders once and read the files, so that neither run pays the first imports alone."""
-    from duch_desktop.core import imagery
-    from duch_desktop.core.encoders import load_image_encoder, load_text_encoder
+    from duch_desktop.core.imagery import reading as imagery
+    from duch_desktop.core.model.encoders import load_image_encoder, load_text_encoder
 
     load_image_encoder(), load_text_encoder()
     for entry in imagery.scan(folder):
@@ -119,8 +119,8 @@ def main() -> None:
 
     import ray
 
-    from duch_desktop.core.defaults import default_workers
-    from duch_desktop.core.distributed import quiet_ray_logs
+    from duch_desktop.core.model.defaults import default_workers
+    from duch_desktop.core.archive.distributed import quiet_ray_logs
 
     model, which = _model()
     work = Path(tempfile.mkdtemp(prefix="duch-bench-ray-"))

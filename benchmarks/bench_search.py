@@ -72,8 +72,8 @@ def caption_codes(bits: int) -> np.ndarray:
     """The default model's text codes of its bundled captions (default text encoder)."""
     import json
 
-    from duch_desktop.core import defaults
-    from duch_desktop.core.encoders import load_text_encoder
+    from duch_desktop.core.model import defaults
+    from duch_desktop.core.model.encoders import load_text_encoder
 
     model, text = defaults.load_model(), load_text_encoder()
     if model.bits != bits:
@@ -115,7 +115,7 @@ def interleaved(methods: dict, nq: int, rounds: int, per_round: dict | None = No
 
 def bench_distribution(kind: str, args, float_query) -> list[tuple]:
     """Rows (kind, method, ms/query, note) for one code distribution; numpy timed in the same rounds."""
-    from duch_desktop.core.codes import CodeIndex
+    from duch_desktop.core.archive.hamming import CodeIndex
 
     codes, queries = make_codes(kind, args.n, args.queries, args.bits, args.centres, args.flip)
     ids = np.arange(len(codes))
@@ -173,11 +173,11 @@ def bench_distribution(kind: str, args, float_query) -> list[tuple]:
 
 def bench_text_query(codes: np.ndarray, k: int, queries: int) -> tuple[float, float, str] | None:
     """(encode+hash ms, encode+hash+search ms, model used) with the default text encoder, if installed."""
-    from duch_desktop.core import defaults
-    from duch_desktop.core.encoders import load_text_encoder
-    from duch_desktop.core.hashing import DuchModel
+    from duch_desktop.core.model import defaults
+    from duch_desktop.core.model.encoders import load_text_encoder
+    from duch_desktop.core.model.hashing import DuchModel
     from duch_desktop.core.jobs import UserError
-    from duch_desktop.core.search import CodeIndex
+    from duch_desktop.core.archive.queries import CodeIndex
 
     try:
         text = load_text_encoder()

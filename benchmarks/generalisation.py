@@ -25,13 +25,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from duch_desktop.core.augment import PAPER_VIEWS  # noqa: E402
-from duch_desktop.core.encoders import PAPER_POOLING, load_image_encoder, load_text_encoder  # noqa: E402
-from duch_desktop.core.evaluate import score_model, ucm_features  # noqa: E402
-from duch_desktop.core.external import generalisation_set, score_generalisation  # noqa: E402
-from duch_desktop.core.features import extract_text_features  # noqa: E402
+from duch_desktop.core.training.augment import PAPER_VIEWS  # noqa: E402
+from duch_desktop.core.model.encoders import PAPER_POOLING, load_image_encoder, load_text_encoder  # noqa: E402
+from duch_desktop.core.research.evaluate import score_model, ucm_features  # noqa: E402
+from duch_desktop.core.research.external import generalisation_set, score_generalisation  # noqa: E402
+from duch_desktop.core.training.features import extract_text_features  # noqa: E402
 from duch_desktop.core.jobs import drive  # noqa: E402
-from duch_desktop.core.training import TrainConfig, TrainingData, train  # noqa: E402
+from duch_desktop.core.training.trainer import TrainConfig, TrainingData, train  # noqa: E402
 
 # "scale" (resolution loss without a footprint change) is left out: zoomout covers other ground
 # sampling distances and tile sizes, and every extra view costs a full feature pass on CPU.

@@ -21,7 +21,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from .core.jobs import UserError
-from .core.store import window_text
+from .core.archive.database import window_text
 
 OUTPUTS = ("json", "csv", "geojson")
 
@@ -149,12 +149,12 @@ def cmd_index(args) -> int:
     """``duch index FOLDER``: create or update the folder's index with a progress bar."""
     from tqdm import tqdm
 
-    from .core import imagery
-    from .core.defaults import default_index_dir
-    from .core.index import Archive
+    from .core.imagery import reading as imagery
+    from .core.model.defaults import default_index_dir
+    from .core.archive.archive import Archive
 
     if args.demo:
-        from .core.defaults import demo_dir
+        from .core.model.defaults import demo_dir
 
         args.folder = demo_dir()
     elif args.folder is None:
@@ -167,7 +167,7 @@ def cmd_index(args) -> int:
     except ValueError as e:
         raise UserError(str(e)) from e
     if args.ray is not None:  # before the index folder is created
-        from .core.distributed import check_address, require_ray
+        from .core.archive.distributed import check_address, require_ray
 
         require_ray()
         check_address(args.ray)
@@ -262,7 +262,7 @@ def cmd_info(args) -> int:
         return 0
     for key, value in stats.items():
         if key == "chip_options":
-            from .core.chips import ChipOptions
+            from .core.imagery.chips import ChipOptions
 
             value = ChipOptions(**value).describe() if value else "off (every file is one tile)"
         print(f"{key:>17}: {value}")
@@ -274,8 +274,8 @@ def cmd_info(args) -> int:
 # --------------------------------------------------------------------------- helpers
 
 def _open_archive(args):
-    from .core.defaults import default_index_dir, known_index_dirs
-    from .core.index import Archive
+    from .core.model.defaults import default_index_dir, known_index_dirs
+    from .core.archive.archive import Archive
 
     if args.index_dir is not None:
         index_dir = args.index_dir

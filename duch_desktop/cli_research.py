@@ -135,7 +135,7 @@ def _handle(fn, args) -> int:
 
 def _encoders(args, model=None):
     """The encoders the options name; with ``model``, options left out follow what it was trained on."""
-    from .core.encoders import (DEFAULT_TEXT_POOLING, encoder_spec_from_identity, load_image_encoder,
+    from .core.model.encoders import (DEFAULT_TEXT_POOLING, encoder_spec_from_identity, load_image_encoder,
                                 load_text_encoder, pooling_from_identity)
 
     image_spec, text_spec, pooling = args.image_encoder, args.text_encoder, args.text_pooling
@@ -163,10 +163,10 @@ def cmd_evaluate(args) -> int:
 def _evaluate(args) -> int:
     if args.external is not None:
         return _evaluate_external(args)
-    from .core.evaluate import results_table, run_ucm_evaluation
-    from .core.training import TrainConfig
+    from .core.research.evaluate import results_table, run_ucm_evaluation
+    from .core.training.trainer import TrainConfig
 
-    from .core.datasets import is_ucm_folder
+    from .core.training.datasets import is_ucm_folder
 
     _check_bits(args.bits)
     if args.epochs < 1:
@@ -188,10 +188,10 @@ def _evaluate(args) -> int:
 
 
 def _evaluate_external(args) -> int:
-    from .core.defaults import default_model_dir
-    from .core.external import generalisation_set, load_labelled_folder, load_queries, report_markdown, \
+    from .core.model.defaults import default_model_dir
+    from .core.research.external import generalisation_set, load_labelled_folder, load_queries, report_markdown, \
         score_generalisation, with_section
-    from .core.hashing import DuchModel
+    from .core.model.hashing import DuchModel
 
     load_queries(args.queries, load_labelled_folder(args.external).class_names)  # fail before loading encoders
     model = DuchModel.load(args.model or default_model_dir())
@@ -224,8 +224,8 @@ def cmd_train(args) -> int:
 
 
 def _folder_tiles(folder: Path, captions_file: Path | None) -> tuple[list[Path], list[list[str]]]:
-    from .core.datasets import load_captions_file, match_captions
-    from .core.imagery import scan
+    from .core.training.datasets import load_captions_file, match_captions
+    from .core.imagery.reading import scan
 
     folder = Path(os.path.abspath(folder))
     if captions_file is None:
@@ -238,11 +238,11 @@ def _folder_tiles(folder: Path, captions_file: Path | None) -> tuple[list[Path],
 
 def train_job(args, image_encoder, text_encoder) -> Job[dict]:
     """Features -> training -> bundle (+ captions.json); returns a summary dict."""
-    from .core.augment import training_texts
-    from .core.datasets import is_ucm_folder
-    from .core.evaluate import score_model, ucm_features
-    from .core.features import extract_image_features, extract_text_features
-    from .core.training import TrainConfig, TrainingData, train
+    from .core.training.augment import training_texts
+    from .core.training.datasets import is_ucm_folder
+    from .core.research.evaluate import score_model, ucm_features
+    from .core.training.features import extract_image_features, extract_text_features
+    from .core.training.trainer import TrainConfig, TrainingData, train
 
     cfg = TrainConfig(bits=args.bits, epochs=args.epochs, seed=args.seed, device=args.device)
     feats = None

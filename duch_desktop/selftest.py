@@ -87,8 +87,8 @@ def run_self_test(folder: str | os.PathLike | None = None, model=None, image_enc
     whose folder is ``expect`` is among the top ``k`` of ``query``. ``extra_check(archive, hits)``
     runs while the temporary index still exists; it may return report lines or raise.
     """
-    from .core.defaults import default_model_dir, demo_dir
-    from .core.index import Archive
+    from .core.model.defaults import default_model_dir, demo_dir
+    from .core.archive.archive import Archive
     from .core.jobs import drive
 
     folder = Path(folder) if folder is not None else demo_dir()

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from duch_desktop.core import defaults
+from duch_desktop.core.model import defaults
 
 IMAGE_ID, TEXT_ID = "test-random:8", "test-bow:8"
 
@@ -79,7 +79,7 @@ def make_tiny_model(bits: int = 16, seed: int = 0):
     """A randomly initialised DuchModel for the tiny encoders (deterministic per seed)."""
     import torch
 
-    from duch_desktop.core.hashing import DuchModel
+    from duch_desktop.core.model.hashing import DuchModel
 
     torch.manual_seed(seed)
     return DuchModel.new(image_dim=8, text_dim=8, bits=bits, image_encoder=IMAGE_ID, text_encoder=TEXT_ID, hidden=32)
@@ -225,7 +225,7 @@ def user_captions(tmp_path) -> Path:
 @pytest.fixture
 def archive(tmp_path, tile_folder, tiny_model_dir, tiny_encoders, user_captions):
     """An archive of ``tile_folder`` indexed with the tiny model bundle and encoders."""
-    from duch_desktop.core.index import Archive
+    from duch_desktop.core.archive.archive import Archive
 
     arch = Archive.open(tmp_path / "index", model=tiny_model_dir, image_encoder=tiny_encoders.image,
                         text_encoder=tiny_encoders.text, create_root=tile_folder)
@@ -245,7 +245,7 @@ def scene_folder(tile_folder) -> Path:
 @pytest.fixture
 def chip_archive(tmp_path, scene_folder, tiny_model_dir, tiny_encoders):
     """An archive of ``scene_folder`` indexed with chips (SCENE_CHIP): 12 tiles + 28 chips, 8 of them nodata."""
-    from duch_desktop.core.index import Archive
+    from duch_desktop.core.archive.archive import Archive
 
     arch = Archive.open(tmp_path / "chip-index", model=tiny_model_dir, image_encoder=tiny_encoders.image,
                         text_encoder=tiny_encoders.text, create_root=scene_folder)
@@ -265,7 +265,7 @@ def hf_model_dir(tmp_path_factory) -> Path:
     import torch
     from transformers import BertConfig, BertModel, BertTokenizer, ResNetConfig, ResNetModel
 
-    from duch_desktop.core.hashing import DuchModel
+    from duch_desktop.core.model.hashing import DuchModel
 
     base = tmp_path_factory.mktemp("hf")
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "the", "of", "with", "dense", "green", "forest",

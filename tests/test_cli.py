@@ -99,7 +99,7 @@ def test_chip_mode(tmp_path, scene_folder, tiny_model_dir, capsys):
     features = json.loads(out)["features"]
     chips = [f for f in features if f["properties"]["window"] is not None]
     assert code == 0 and len(features) == N + 20 and len(chips) == 20
-    from duch_desktop.core.index import Archive
+    from duch_desktop.core.archive.archive import Archive
 
     with Archive.open(index_dir) as archive:
         for f in chips:
@@ -176,7 +176,7 @@ def test_query_errors(indexed, capsys):
 
 
 def test_unexpected_errors_exit_1_traceback_only_with_debug(indexed, capsys, monkeypatch):
-    from duch_desktop.core.index import Archive
+    from duch_desktop.core.archive.archive import Archive
 
     def boom(self, *a, **k):
         raise RuntimeError("boom\nsecond line")
@@ -244,7 +244,7 @@ def test_research_encoders_follow_the_model_unless_told(monkeypatch):
     import argparse
 
     from duch_desktop import cli_research
-    from duch_desktop.core import encoders
+    from duch_desktop.core.model import encoders
 
     calls = []
     monkeypatch.setattr(encoders, "load_image_encoder", lambda spec, device=None: spec)

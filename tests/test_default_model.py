@@ -3,9 +3,9 @@ import json
 
 import pytest
 
-from duch_desktop.core.defaults import default_model_dir, demo_dir
-from duch_desktop.core.hashing import DuchModel
-from duch_desktop.core.index import Archive
+from duch_desktop.core.model.defaults import default_model_dir, demo_dir
+from duch_desktop.core.model.hashing import DuchModel
+from duch_desktop.core.archive.archive import Archive
 from duch_desktop.core.jobs import UserError, drive
 
 # One plain query per UCM class, phrased the way the issue asks (class names, not captions).

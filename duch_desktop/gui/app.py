@@ -186,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     folder = args.folder
     if args.demo:
-        from duch_desktop.core.defaults import demo_dir
+        from duch_desktop.core.model.defaults import demo_dir
 
         if folder and not args.query:  # `--demo "a query"`: the one positional is the query
             args.query = folder

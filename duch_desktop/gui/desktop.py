@@ -32,7 +32,7 @@ def device_description() -> str:
 
 
 def default_opener(index_dir: Path, create_root: Path | None = None, **kwargs: Any):
-    from duch_desktop.core.index import Archive
+    from duch_desktop.core.archive.archive import Archive
 
     return Archive.open(index_dir, create_root=create_root, **kwargs)
 
@@ -51,7 +51,7 @@ def reveal_in_file_manager(path: str) -> None:
 
 
 def default_index_dir(folder: Path) -> Path:
-    from duch_desktop.core import defaults
+    from duch_desktop.core.model import defaults
 
     return defaults.default_index_dir(folder)
 

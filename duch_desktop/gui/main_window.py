@@ -242,7 +242,7 @@ class MainWindow(MenusMixin, SearchMixin, QMainWindow):
             self.open_folder(folder)
 
     def choose_index(self) -> None:
-        from duch_desktop.core.defaults import data_dir
+        from duch_desktop.core.model.defaults import data_dir
 
         start = data_dir() / "indexes"
         folder = QFileDialog.getExistingDirectory(self, "Choose an index folder",
@@ -271,7 +271,7 @@ class MainWindow(MenusMixin, SearchMixin, QMainWindow):
             return
         self._close_archive()
         generation = self._generation
-        from duch_desktop.core.store import ARCHIVE_DB
+        from duch_desktop.core.archive.database import ARCHIVE_DB
 
         new_index = folder is not None and not (index_dir / ARCHIVE_DB).is_file()
         self.show_message(f"Opening {folder or index_dir}…\n(the first start loads the models, "
@@ -540,6 +540,6 @@ def _chip_options(cut: dict | None):
     """The core's ChipOptions of a stats ``chip_options`` dict (None: chipping off)."""
     if not cut:
         return None
-    from duch_desktop.core.chips import ChipOptions
+    from duch_desktop.core.imagery.chips import ChipOptions
 
     return ChipOptions(cut.get("chip"), cut.get("overlap") or 0, cut.get("chip_m"))

@@ -195,7 +195,7 @@ class MessagePage(QLabel):
 def check_chip_options(chip: int, overlap: float, chip_m: float):
     """The core's :class:`ChipOptions` of these values (None: chipping off); raises UserError
     with the same rules and words as ``duch index --chip/--overlap/--chip-m``."""
-    from duch_desktop.core.chips import resolve_options  # numpy + rasterio: only once asked
+    from duch_desktop.core.imagery.chips import resolve_options  # numpy + rasterio: only once asked
 
     if not chip and not chip_m:
         overlap = 0  # the overlap box is disabled then: a left-over value means nothing

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from duch_desktop.core.augment import (IMAGE_VIEWS, image_view, replace_synonyms, swap_adjacent, text_view,
+from duch_desktop.core.training.augment import (IMAGE_VIEWS, image_view, replace_synonyms, swap_adjacent, text_view,
                                        training_texts, word_dropout)
 
 

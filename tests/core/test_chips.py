@@ -9,8 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from duch_desktop.core import chips, imagery
-from duch_desktop.core.index import ARCHIVE_DB, Archive
+from duch_desktop.core.imagery import chips
+
+from duch_desktop.core.imagery import reading as imagery
+from duch_desktop.core.archive.archive import ARCHIVE_DB, Archive
 from duch_desktop.core.jobs import UserError
 from tests.conftest import (CLASSES, PER_CLASS, SCENE_CHIP, SCENE_ORIGIN, TinyImageEncoder, TinyTextEncoder,
                             make_tiny_model, run_job, write_scene, write_tile)
@@ -400,7 +402,7 @@ def test_text_query_finds_ucm_tiles_inside_a_scene(tmp_path, ucm_scene):
     """With the shipped model: a text query returns the window holding the UCM tile of its class."""
     from rasterio.warp import transform_bounds
 
-    from duch_desktop.core import defaults
+    from duch_desktop.core.model import defaults
 
     try:
         model_dir = defaults.default_model_dir()

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from duch_desktop.core.codes import CodeIndex, hamming
+from duch_desktop.core.archive.hamming import CodeIndex, hamming
 
 
 @pytest.fixture(autouse=True)
@@ -179,7 +179,7 @@ def test_archive_with_clustered_indexes_saves_reloads_and_rebuilds(tiny_clusters
     """Indexing, the saved file, reopening and the rebuild from SQLite all go through the clustered form."""
     import faiss
 
-    from duch_desktop.core.index import TILES_FAISS, Archive
+    from duch_desktop.core.archive.archive import TILES_FAISS, Archive
 
     def reopen():
         return Archive.open(archive.index_dir, model=archive.model, image_encoder=tiny_encoders.image,

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from duch_desktop.core.datasets import clean_caption, load_captions_file, load_ucm, match_captions
+from duch_desktop.core.training.datasets import clean_caption, load_captions_file, load_ucm, match_captions
 from duch_desktop.core.jobs import UserError
 
 UCM = Path(__file__).resolve().parents[3] / "shared" / "data" / "ucm"

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from duch_desktop.core import encoders
+from duch_desktop.core.model import encoders
 from duch_desktop.core.jobs import UserError
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "dense", "residential", "area", "near", "highway",

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from duch_desktop import cli_research
-from duch_desktop.core.evaluate import run_ucm_evaluation
-from duch_desktop.core.hashing import DuchModel
+from duch_desktop.core.research.evaluate import run_ucm_evaluation
+from duch_desktop.core.model.hashing import DuchModel
 from duch_desktop.core.jobs import drive
-from duch_desktop.core.training import TrainConfig
+from duch_desktop.core.training.trainer import TrainConfig
 
 UCM = Path(__file__).resolve().parents[3] / "shared" / "data" / "ucm"
 pytestmark = pytest.mark.skipif(not (UCM / "captions.json").is_file(), reason="UCM data not present")
@@ -132,7 +132,7 @@ def test_cli_train_writes_a_loadable_bundle_with_captions(mini, tmp_path, monkey
 
 @pytest.mark.slow
 def test_real_encoders_on_210_tiles(tmp_path):
-    from duch_desktop.core.encoders import load_image_encoder, load_text_encoder
+    from duch_desktop.core.model.encoders import load_image_encoder, load_text_encoder
 
     root = mini_ucm(tmp_path / "ucm", per_class=10)
     report = drive(run_ucm_evaluation(root, load_image_encoder(), load_text_encoder(), bits=(32,), epochs=30,

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from duch_desktop.core.evaluate import (average_precisions, distances, hamming_distances, map_at_k,
+from duch_desktop.core.research.evaluate import (average_precisions, distances, hamming_distances, map_at_k,
                                         pick_one_caption, precision_at_k, ucm_protocol_split)
 
 

@@ -11,9 +11,9 @@ from PIL import Image
 
 from duch_desktop import cli_research
 from duch_desktop.cli import main
-from duch_desktop.core.external import (GeneralisationSet, kept_section, load_labelled_folder, load_queries,
+from duch_desktop.core.research.external import (GeneralisationSet, kept_section, load_labelled_folder, load_queries,
                                         precision_hits, score_generalisation, with_section)
-from duch_desktop.core.hashing import pack_codes
+from duch_desktop.core.model.hashing import pack_codes
 from duch_desktop.core.jobs import UserError
 from tests.conftest import CLASSES, TinyImageEncoder, TinyTextEncoder, make_tiny_model
 
@@ -147,7 +147,7 @@ def _phrase(text: str) -> str:
 
 @pytest.mark.skipif(not (UCM / "captions.json").is_file(), reason="needs ../shared/data/ucm")
 def test_the_two_query_sets_are_distinct_and_copy_no_ucm_caption():
-    from duch_desktop.core.datasets import load_ucm
+    from duch_desktop.core.training.datasets import load_ucm
 
     ucm = load_ucm(UCM)
     captions = {_phrase(c) for cs in ucm.captions for c in cs}

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from duch_desktop.core.augment import PAPER_VIEWS
-from duch_desktop.core.features import extract_image_features, extract_text_features
+from duch_desktop.core.training.augment import PAPER_VIEWS
+from duch_desktop.core.training.features import extract_image_features, extract_text_features
 from duch_desktop.core.jobs import UserError, drive
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from duch_desktop.core.hashing import (DuchModel, Discriminator, HashHead, adversarial_loss, bit_balance_loss,
+from duch_desktop.core.model.hashing import (DuchModel, Discriminator, HashHead, adversarial_loss, bit_balance_loss,
                                        critic_loss, gradient_penalty, nt_xent, pack_codes, quantization_loss,
                                        unpack_codes)
 from duch_desktop.core.jobs import UserError

@@ -1,4 +1,4 @@
-"""Tests for duch_desktop.core.imagery against a hostile corpus (tmp_path only, no network)."""
+"""Tests for duch_desktop.core.imagery.reading against a hostile corpus (tmp_path only, no network)."""
 from __future__ import annotations
 
 import hashlib
@@ -18,8 +18,8 @@ from PIL import Image
 from affine import Affine
 from rasterio.windows import Window
 
-from duch_desktop.core import imagery
-from duch_desktop.core.imagery import (
+from duch_desktop.core.imagery import reading as imagery
+from duch_desktop.core.imagery.reading import (
     ImageryError, TileMeta, make_thumbnail, parse_bands, quick_hash, read_meta, read_tile, scan,
 )
 from duch_desktop.core.jobs import UserError
@@ -491,7 +491,7 @@ def test_wkt_crs_when_no_epsg_code(tmp_path):
 
 _MEM_SCRIPT = r"""
 import resource, sys
-from duch_desktop.core.imagery import read_tile
+from duch_desktop.core.imagery.reading import read_tile
 small, big = sys.argv[1], sys.argv[2]
 read_tile(small)  # load drivers first so they do not count
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

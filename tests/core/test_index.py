@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from duch_desktop.core.index import ARCHIVE_DB, TILES_FAISS, Archive
+from duch_desktop.core.archive.archive import ARCHIVE_DB, TILES_FAISS, Archive
 from duch_desktop.core.jobs import UserError
 from tests.conftest import (CLASSES, PER_CLASS, TinyImageEncoder, TinyTextEncoder, make_tiny_model, run_job,
                             snapshot, write_tile)
@@ -212,7 +212,7 @@ KILL_SCRIPT = """
 import sys, time
 sys.path.insert(0, {repo!r})
 from tests.conftest import TinyImageEncoder, TinyTextEncoder
-from duch_desktop.core.index import Archive
+from duch_desktop.core.archive.archive import Archive
 
 class Slow(TinyImageEncoder):
     def encode(self, images):
@@ -403,7 +403,7 @@ def test_format_1_index_is_migrated(archive, tile_folder, tiny_encoders):
 
 
 def test_codes_match_the_model(archive, tile_folder, tiny_encoders):
-    from duch_desktop.core import imagery
+    from duch_desktop.core.imagery import reading as imagery
 
     rec = archive.tile(1)
     pixels, _ = imagery.read_tile(rec.path, size=tiny_encoders.image.input_size)

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from duch_desktop.cli import main
-from duch_desktop.core import distributed
-from duch_desktop.core.index import ARCHIVE_DB, Archive
+from duch_desktop.core.archive import distributed
+from duch_desktop.core.archive.archive import ARCHIVE_DB, Archive
 from duch_desktop.core.jobs import UserError
 from tests.conftest import (CLASSES, PER_CLASS, SCENE_CHIP, TinyImageEncoder, TinyTextEncoder, make_tile_folder,
                             run_job, write_scene)

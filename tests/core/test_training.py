@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from duch_desktop.core.jobs import Cancelled, drive
-from duch_desktop.core.training import TrainConfig, TrainingData, pair_retrieval_score, train
+from duch_desktop.core.training.trainer import TrainConfig, TrainingData, pair_retrieval_score, train
 
 
 def toy_data(n=120, classes=4, seed=0):
@@ -67,7 +67,7 @@ def test_training_data_rejects_images_without_captions():
 
 @pytest.mark.parametrize("aug_inter", [0.0, 0.5, 1.0])
 def test_view_pairs_differ_and_aug_inter_sets_how_often_text_meets_an_augmented_view(aug_inter):
-    from duch_desktop.core.training import _sample_pairs
+    from duch_desktop.core.training.trainer import _sample_pairs
 
     data, _ = toy_data(n=400)  # 3 views: the original + 2 augmented
     va, vb, ta, tb = _sample_pairs(data, np.arange(400), np.random.default_rng(0), aug_inter)

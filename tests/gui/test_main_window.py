@@ -198,7 +198,7 @@ def test_cancel_keeps_consistent_reopenable_index(qtbot, make_window, tiny_model
     assert 2 <= done_before < N_TILES
     window.close()
 
-    from duch_desktop.core.index import Archive
+    from duch_desktop.core.archive.archive import Archive
 
     archive = Archive.open(tmp_path / "index", model=tiny_model, image_encoder=TinyImageEncoder(),
                            text_encoder=TinyTextEncoder())
@@ -275,7 +275,7 @@ def test_closing_while_indexing_stops_cleanly(qtbot, make_window, tiny_model, ti
     window.close()  # cancels and waits for the worker
     assert not window.is_indexing() and window.archive is None
 
-    from duch_desktop.core.index import Archive
+    from duch_desktop.core.archive.archive import Archive
 
     with Archive.open(tmp_path / "index", model=tiny_model, image_encoder=TinyImageEncoder(),
                       text_encoder=TinyTextEncoder()) as archive:
@@ -335,7 +335,7 @@ def test_indexing_error_is_a_message(qtbot, make_window, archive_options, tile_f
 
 
 def test_chips_on_the_map_and_in_their_scene(qtbot, make_window, archive_options, scene_folder, gui_settings):
-    from duch_desktop.core.chips import ChipOptions
+    from duch_desktop.core.imagery.chips import ChipOptions
     from duch_desktop.gui.detail import CHIP_OUTLINE
     from duch_desktop.gui.map_view import SELECTED
     from tests.conftest import SCENE_CHIP, SCENE_SIZE

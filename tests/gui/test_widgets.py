@@ -11,7 +11,7 @@ import pytest
 from PySide6.QtCore import QSettings, Qt
 from PySide6.QtGui import QColor, QImage
 
-from duch_desktop.core.imagery import TileMeta
+from duch_desktop.core.imagery.reading import TileMeta
 from duch_desktop.core.jobs import Progress
 from duch_desktop.gui import export
 from duch_desktop.gui.detail import DetailPane, TileDetails, metadata_rows
@@ -291,7 +291,7 @@ def test_detail_pane_draws_the_chip_in_its_scene(qtbot):
 
 def test_index_options_dialog_values(qtbot):
     from duch_desktop.gui.panels import IndexOptionsDialog, check_chip_options
-    from duch_desktop.core.chips import ChipOptions
+    from duch_desktop.core.imagery.chips import ChipOptions
 
     dialog = IndexOptionsDialog({"chip": 256, "overlap": 32, "chip_m": 0}, "256 px, overlap 32 px")
     qtbot.addWidget(dialog)

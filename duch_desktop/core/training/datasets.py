@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .jobs import UserError
+from ..jobs import UserError
 
 UCM_CAPTIONS = "captions.json"
 UCM_PER_CLASS = 100

@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 
 from .evaluate import distances
-from .features import extract_image_features, extract_text_features
-from .hashing import DuchModel
-from .imagery import SUPPORTED_SUFFIXES
-from .jobs import Job, UserError
+from ..training.features import extract_image_features, extract_text_features
+from ..model.hashing import DuchModel
+from ..imagery.reading import SUPPORTED_SUFFIXES
+from ..jobs import Job, UserError
 
 
 SECTION_BEGIN, SECTION_END = "<!-- external: begin -->", "<!-- external: end -->"

@@ -8,7 +8,7 @@ named by a SHA-1 of what determines it:
 - text: encoder identity + the exact text.
 
 So a moved, edited or re-exported tile is recomputed, and a cache entry is never wrong for
-the encoder asking. Tiles are decoded with :func:`duch_desktop.core.imagery.read_tile` — the
+the encoder asking. Tiles are decoded with :func:`duch_desktop.core.imagery.reading.read_tile` — the
 same reader the indexer uses — so training and indexing see the same pixels.
 """
 from __future__ import annotations
@@ -26,9 +26,9 @@ import numpy as np
 from torch.utils.data import DataLoader, Dataset
 
 from .augment import DEFAULT_VIEWS, IMAGE_VIEWS, image_view
-from .encoders import ImageEncoder, TextEncoder
-from .imagery import ImageryError, read_tile
-from .jobs import Job, Progress, RateMeter, UserError
+from ..model.encoders import ImageEncoder, TextEncoder
+from ..imagery.reading import ImageryError, read_tile
+from ..jobs import Job, Progress, RateMeter, UserError
 
 # Part of every image key: bump when the decoding path changes what pixels the encoder sees.
 TILE_LOADER = "imagery.read_tile/lanczos/v1"

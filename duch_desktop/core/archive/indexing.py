@@ -19,13 +19,14 @@ from typing import Iterator
 
 import numpy as np
 
-from . import chips, imagery
-from .defaults import default_workers
-from .jobs import Job, Progress, RateMeter, UserError
+from ..imagery import chips
+from ..imagery import reading as imagery
+from ..model.defaults import default_workers
+from ..jobs import Job, Progress, RateMeter, UserError
 from .reader import FileTodo, TileReader, Work, as_list
-from .codes import CodeIndex
-from .search import DEFAULT_INPUT_SIZE
-from .store import FAISS_FILES, RUN_LOCK, TILE_KEY, bump, connect, display_rel, get_meta, now, set_meta
+from .hamming import CodeIndex
+from .queries import DEFAULT_INPUT_SIZE
+from .database import FAISS_FILES, RUN_LOCK, TILE_KEY, bump, connect, display_rel, get_meta, now, set_meta
 
 STRETCHES = ("auto", "percentile", "none")
 SAVE_EVERY_S = 30.0  # rewrite tiles.faiss this often during a long run (bounds the rebuild after a crash)
@@ -402,7 +403,7 @@ def read_caption_texts(path: Path) -> list[str]:
     Accepted: a JSON list of strings, or anything :func:`datasets.load_captions_file` reads
     (CSV ``file,caption``, JSON ``{file: [captions]}``, Karpathy-style JSON).
     """
-    from .datasets import clean_caption, load_captions_file
+    from ..training.datasets import clean_caption, load_captions_file
 
     path = Path(path)
     try:

@@ -39,7 +39,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .jobs import UserError
+from ..jobs import UserError
 from .reader import TileReader, Work
 
 RAY_MISSING = "Ray is not installed: pip install 'duch-desktop[ray]' (or 'ray[data]') to index with --ray"
@@ -152,8 +152,8 @@ class TileEncoder:
     def __init__(self, spec: WorkerSpec):
         import torch
 
-        from .defaults import check_encoder_dim, load_image_encoder_for
-        from .search import DEFAULT_INPUT_SIZE
+        from ..model.defaults import check_encoder_dim, load_image_encoder_for
+        from .queries import DEFAULT_INPUT_SIZE
 
         torch.set_num_threads(max(1, spec.threads))
         self.spec, self.model = spec, spec.model
@@ -213,7 +213,7 @@ def _first_line(e: BaseException) -> str:
 
 
 def _builtin_encoder(encoder) -> bool:
-    from . import encoders
+    from ..model import encoders
 
     return isinstance(encoder, (encoders.EfficientNetLiteEncoder, encoders.HFImageEncoder))
 
@@ -222,8 +222,8 @@ def worker_spec(archive, opts: dict, threads: int) -> WorkerSpec:
     """The :class:`WorkerSpec` of ``archive``'s run: built-in encoders are rebuilt on the workers
     from the model's identity; encoder objects given to the archive, or made by a registered
     factory (plug-ins), travel pickled."""
-    from . import defaults
-    from .index import _encoder_spec
+    from ..model import defaults
+    from .archive import _encoder_spec
 
     spec = _encoder_spec(archive.model, "image")
     encoder = archive._image_encoder  # noqa: SLF001 - same package: what was given to Archive.open

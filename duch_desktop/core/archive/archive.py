@@ -19,13 +19,13 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from .defaults import check_encoder_dim, load_image_encoder_for, load_text_encoder_for, resolve_model
-from .hashing import DuchModel
+from ..model.defaults import check_encoder_dim, load_image_encoder_for, load_text_encoder_for, resolve_model
+from ..model.hashing import DuchModel
 from .indexing import SAVE_EVERY_S, STRETCHES, Indexing, IndexReport, read_caption_texts
-from .codes import CodeIndex, codes_from_rows
-from .jobs import UserError
-from .search import ArchiveQueries, CaptionHit, Hit, TileRecord
-from .store import (ARCHIVE_DB, CAPTIONS_FAISS, FAISS_FILES, FORMAT, RUN_LOCK, THUMBS, TILES_FAISS,
+from .hamming import CodeIndex, codes_from_rows
+from ..jobs import UserError
+from .queries import ArchiveQueries, CaptionHit, Hit, TileRecord
+from .database import (ARCHIVE_DB, CAPTIONS_FAISS, FAISS_FILES, FORMAT, RUN_LOCK, THUMBS, TILES_FAISS,
                     code_rows_sql, connect, create_or_migrate, display_rel, get_meta, now, set_meta)
 
 # The records live in search.py with the query code, the run report in indexing.py; the GUI

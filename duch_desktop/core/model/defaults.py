@@ -14,9 +14,9 @@ import re
 from pathlib import Path
 from typing import Callable
 
-from .jobs import UserError
+from ..jobs import UserError
 
-_RESOURCES = Path(__file__).resolve().parents[2] / "resources"
+_RESOURCES = Path(__file__).resolve().parents[3] / "resources"
 APP_NAME = "duch-desktop"
 INDEXES = "indexes"
 

@@ -25,7 +25,7 @@ from typing import Protocol, Sequence
 import numpy as np
 import torch
 
-from .jobs import UserError
+from ..jobs import UserError
 
 # Model weights come from installed packages or local directories only; make sure a
 # missing file fails loudly instead of turning into a download attempt.

@@ -16,12 +16,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .augment import DEFAULT_VIEWS, training_texts
-from .datasets import CaptionedImages, load_ucm
-from .features import extract_image_features, extract_text_features
-from .hashing import DuchModel, pack_codes
-from .jobs import Job, Progress
-from .training import TrainConfig, TrainingData, train
+from ..training.augment import DEFAULT_VIEWS, training_texts
+from ..training.datasets import CaptionedImages, load_ucm
+from ..training.features import extract_image_features, extract_text_features
+from ..model.hashing import DuchModel, pack_codes
+from ..jobs import Job, Progress
+from ..training.trainer import TrainConfig, TrainingData, train
 
 PAPER_UCM = {"i2t": {16: 0.760, 32: 0.794, 64: 0.844, 128: 0.870},
              "t2i": {16: 0.799, 32: 0.851, 64: 0.916, 128: 0.927}}

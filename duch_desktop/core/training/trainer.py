@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .hashing import (DuchModel, Discriminator, adversarial_loss, bit_balance_loss, critic_loss,
+from ..model.hashing import (DuchModel, Discriminator, adversarial_loss, bit_balance_loss, critic_loss,
                       nt_xent, quantization_loss)
-from .jobs import Job, Progress, UserError
+from ..jobs import Job, Progress, UserError
 
 
 @dataclass

@@ -25,7 +25,7 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
-from .jobs import UserError
+from ..jobs import UserError
 
 SUPPORTED_SUFFIXES: frozenset[str] = frozenset({".tif", ".tiff", ".jpg", ".jpeg", ".png", ".jp2"})
 # The app's own index folder (with thumbnail JPEGs) may sit inside the scanned root.

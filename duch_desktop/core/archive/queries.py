@@ -16,11 +16,11 @@ from typing import Sequence
 
 import numpy as np
 
-from . import imagery
-from .chips import SCENE_PREVIEWS, ChipOptions, preview_rect, scene_preview
-from .codes import CodeIndex, blob_to_code, codes_from_rows, hamming
-from .jobs import UserError
-from .store import display_rel, get_meta, set_meta, window_text
+from ..imagery import reading as imagery
+from ..imagery.chips import SCENE_PREVIEWS, ChipOptions, preview_rect, scene_preview
+from .hamming import CodeIndex, blob_to_code, codes_from_rows, hamming
+from ..jobs import UserError
+from .database import display_rel, get_meta, set_meta, window_text
 
 __all__ = ["ArchiveQueries", "Hit", "CaptionHit", "TileRecord", "text_code", "image_code", "DEFAULT_INPUT_SIZE",
            "CodeIndex", "hamming", "blob_to_code", "codes_from_rows", "display_rel", "get_meta", "set_meta"]

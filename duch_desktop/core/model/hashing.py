@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .jobs import UserError
+from ..jobs import UserError
 
 HIDDEN = 4096
 BUNDLE_FORMAT = 1

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import imagery
-from .store import display_rel, window_text
+from ..imagery import reading as imagery
+from .database import display_rel, window_text
 
 NODATA_REASON = "all pixels are nodata"  # imagery's reason for a window without a valid pixel
 

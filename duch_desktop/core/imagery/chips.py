@@ -29,10 +29,10 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from . import imagery
-from .jobs import Job, Progress, UserError
-from .reader import FileTodo, Work
-from .store import bump, display_rel
+from . import reading as imagery
+from ..jobs import Job, Progress, UserError
+from ..archive.reader import FileTodo, Work
+from ..archive.database import bump, display_rel
 
 DEFAULT_CHIP = 256  # pixels: chip size used with chip_m where the pixel size is unknown
 MIN_CHIP = 32  # pixels: smaller windows say nothing the model can read (and explode in number)
