@@ -190,7 +190,8 @@ def _evaluate(args) -> int:
 def _evaluate_external(args) -> int:
     from .core.model.defaults import default_model_dir
     from .core.research.external import generalisation_set, load_labelled_folder, load_queries, report_markdown, \
-        score_generalisation, with_section
+        score_generalisation
+    from .core.research.report import with_section
     from .core.model.hashing import DuchModel
 
     load_queries(args.queries, load_labelled_folder(args.external).class_names)  # fail before loading encoders

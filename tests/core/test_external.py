@@ -11,8 +11,9 @@ from PIL import Image
 
 from duch_desktop import cli_research
 from duch_desktop.cli import main
-from duch_desktop.core.research.external import (GeneralisationSet, kept_section, load_labelled_folder, load_queries,
-                                        precision_hits, score_generalisation, with_section)
+from duch_desktop.core.research.external import (GeneralisationSet, load_labelled_folder, load_queries,
+                                                 precision_hits, score_generalisation)
+from duch_desktop.core.research.report import kept_section, with_section
 from duch_desktop.core.model.hashing import pack_codes
 from duch_desktop.core.jobs import UserError
 from tests.conftest import CLASSES, TinyImageEncoder, TinyTextEncoder, make_tiny_model

@@ -19,7 +19,8 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from ..model.defaults import check_encoder_dim, load_image_encoder_for, load_text_encoder_for, resolve_model
+from ..model.defaults import (check_encoder_dim, encoder_spec, load_image_encoder_for, load_text_encoder_for,
+                              resolve_model)
 from ..model.hashing import DuchModel
 from .indexing import SAVE_EVERY_S, STRETCHES, Indexing, IndexReport, read_caption_texts
 from .hamming import CodeIndex, codes_from_rows
@@ -146,16 +147,22 @@ class Archive(Indexing, ArchiveQueries):
     def image_encoder(self):
         with self._enc_lock:
             if self._image_encoder is None:
-                enc = load_image_encoder_for(_encoder_spec(self.model, "image"))
+                enc = load_image_encoder_for(encoder_spec(self.model, "image"))
                 check_encoder_dim(enc, self.model.image_dim, "image")
                 self._image_encoder = enc
+            return self._image_encoder
+
+    @property
+    def loaded_image_encoder(self):
+        """The image encoder given to :meth:`open` or loaded since; None while it is not (no loading here)."""
+        with self._enc_lock:
             return self._image_encoder
 
     @property
     def text_encoder(self):
         with self._enc_lock:
             if self._text_encoder is None:
-                enc = load_text_encoder_for(_encoder_spec(self.model, "text"))
+                enc = load_text_encoder_for(encoder_spec(self.model, "text"))
                 check_encoder_dim(enc, self.model.text_dim, "text")
                 self._text_encoder = enc
             return self._text_encoder
@@ -192,9 +199,3 @@ class Archive(Indexing, ArchiveQueries):
         if gen != self._gens[which] or self._codes[which].bits != self.bits:
             self._codes[which], self._gens[which] = self._rebuild(conn, which), gen
         self._save_codes(conn, which, self._codes[which], gen)
-
-
-def _encoder_spec(model: DuchModel, kind: str) -> str:
-    # An identity like "hf:resnet18:<hash>" names a local directory it cannot be loaded from;
-    # a bundle may record the loadable spec (the directory) as meta "<kind>_encoder_spec".
-    return model.meta.get(f"{kind}_encoder_spec") or getattr(model, f"{kind}_encoder")

@@ -222,12 +222,11 @@ def worker_spec(archive, opts: dict, threads: int) -> WorkerSpec:
     """The :class:`WorkerSpec` of ``archive``'s run: built-in encoders are rebuilt on the workers
     from the model's identity; encoder objects given to the archive, or made by a registered
     factory (plug-ins), travel pickled."""
-    from ..model import defaults
-    from .archive import _encoder_spec
+    from ..model.defaults import encoder_spec, has_encoder_factory
 
-    spec = _encoder_spec(archive.model, "image")
-    encoder = archive._image_encoder  # noqa: SLF001 - same package: what was given to Archive.open
-    if encoder is None and any(spec.startswith(p) for p in defaults._ENCODER_FACTORIES):  # noqa: SLF001
+    spec = encoder_spec(archive.model, "image")
+    encoder = archive.loaded_image_encoder
+    if encoder is None and has_encoder_factory(spec):
         encoder = archive.image_encoder  # a plug-in the workers' registry may not know
     if encoder is not None and _builtin_encoder(encoder):
         encoder = None

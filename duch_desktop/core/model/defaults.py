@@ -82,6 +82,20 @@ def unregister_encoder_factory(prefix: str) -> None:
     _ENCODER_FACTORIES.pop(prefix, None)
 
 
+def has_encoder_factory(identity: str) -> bool:
+    """Whether ``identity`` loads through a registered factory (a plug-in or a test's encoder)."""
+    return any(identity.startswith(prefix) for prefix in _ENCODER_FACTORIES)
+
+
+def encoder_spec(model, kind: str) -> str:
+    """What to load the ``kind`` ("image" or "text") encoder of ``model`` from.
+
+    An identity like "hf:resnet18:<hash>" names a local directory it cannot be loaded from;
+    a bundle may record the loadable spec (the directory) as meta "<kind>_encoder_spec".
+    """
+    return model.meta.get(f"{kind}_encoder_spec") or getattr(model, f"{kind}_encoder")
+
+
 def _from_registry(identity: str):
     for prefix, factory in _ENCODER_FACTORIES.items():
         if identity.startswith(prefix):

@@ -22,6 +22,7 @@ from ..training.features import extract_image_features, extract_text_features
 from ..model.hashing import DuchModel, pack_codes
 from ..jobs import Job, Progress
 from ..training.trainer import TrainConfig, TrainingData, train
+from .report import kept_section  # the generalisation block of results.md is written by another command
 
 PAPER_UCM = {"i2t": {16: 0.760, 32: 0.794, 64: 0.844, 128: 0.870},
              "t2i": {16: 0.799, 32: 0.851, 64: 0.916, 128: 0.927}}
@@ -394,8 +395,6 @@ def write_report(report: EvalReport, out_dir: Path) -> None:
     md += [f"| {k} | {v:.1f} |" for k, v in report.timings.items()]
     md += ["", "Feature extraction is cached on disk; the rows above say how much of it this run computed.", "",
            "![P@K](precision_at_k.png)", ""]
-    from .external import kept_section  # the generalisation section is written by another command
-
     (out_dir / "results.md").write_text("\n".join(md) + kept_section(out_dir / "results.md"), encoding="utf-8")
     (out_dir / "results.json").write_text(report.to_json(), encoding="utf-8")
     plot_precision_at_k(report, out_dir / "precision_at_k.png")

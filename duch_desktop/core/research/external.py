@@ -27,28 +27,6 @@ from ..imagery.reading import SUPPORTED_SUFFIXES
 from ..jobs import Job, UserError
 
 
-SECTION_BEGIN, SECTION_END = "<!-- external: begin -->", "<!-- external: end -->"
-
-
-def kept_section(path: Path) -> str:
-    """The generalisation block of an existing results file ("" if none), to carry over on rewrite."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError:
-        return ""
-    a, b = text.find(SECTION_BEGIN), text.find(SECTION_END)
-    return "\n\n" + text[a:b + len(SECTION_END)] + "\n" if a >= 0 and b > a else ""
-
-
-def with_section(text: str, section: str) -> str:
-    """``text`` with its generalisation block replaced by ``section`` (appended if it had none)."""
-    block = f"{SECTION_BEGIN}\n{section}{SECTION_END}"
-    a, b = text.find(SECTION_BEGIN), text.find(SECTION_END)
-    if a >= 0 and b > a:
-        return text[:a] + block + text[b + len(SECTION_END):]
-    return text.rstrip("\n") + ("\n\n" if text else "") + block + "\n"
-
-
 @dataclass
 class LabelledFolder:
     paths: list[Path]
