@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import csv
 import json
+import logging
 import os
 import sys
 import traceback
@@ -62,6 +63,13 @@ def _non_negative_number(text: str) -> float:
     return value
 
 
+def add_runtime_option(p: argparse.ArgumentParser) -> None:
+    """``--runtime auto|onnx|torch`` (see :mod:`duch_desktop.core.model.runtime`)."""
+    p.add_argument("--runtime", choices=("auto", "onnx", "torch"),
+                   help="what runs the encoders: onnx (ONNX Runtime, CPU), torch, or auto (default: onnx on a "
+                        "CPU, torch on a CUDA GPU; $DUCH_RUNTIME overrides). Codes do not depend on it")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``duch`` argument parser (research subcommands are added when installed)."""
     debug = _Parser(add_help=False)
@@ -73,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--index-dir", type=Path, help="index directory (default: the folder's index in the user data dir)")
     group.add_argument("--folder", type=Path, help="the indexed folder (its default index is used)")
     where.add_argument("--model", type=Path, help="hashing model bundle (default: the one the index was built with)")
+    add_runtime_option(where)
     out = _Parser(add_help=False)
     fmt = out.add_mutually_exclusive_group()
     for name in OUTPUTS:
@@ -109,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Ray encoding workers (default: one per GPU of the cluster, else one per 2 CPUs)")
     p.add_argument("--batch-size", type=_positive, default=32, help=argparse.SUPPRESS)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_runtime_option(p)
     p.set_defaults(func=cmd_index)
 
     p = sub.add_parser("search", parents=[where, out], help="find tiles matching a description")
@@ -172,7 +182,7 @@ def cmd_index(args) -> int:
         require_ray()
         check_address(args.ray)
     index_dir = args.index_dir or default_index_dir(folder)
-    archive = Archive.open(index_dir, model=args.model, create_root=folder)
+    archive = Archive.open(index_dir, model=args.model, create_root=folder, runtime=args.runtime)
     bar = None
     try:
         job = archive.index(bands=bands, follow_symlinks=args.follow_symlinks, batch_size=args.batch_size,
@@ -254,8 +264,11 @@ def cmd_captions(args) -> int:
 
 def cmd_info(args) -> int:
     """``duch info``: counts, model, options and (with --errors) the unreadable files."""
+    from .core.model.runtime import describe
+
     with _open_archive(args) as archive:
         stats, errors = archive.stats(), archive.errors() if args.errors else None
+    stats["runtime"] = describe(args.runtime)
     if args.json:
         print(json.dumps({**stats, **({"error_files": [list(e) for e in errors]} if errors is not None else {})},
                          indent=2))
@@ -290,7 +303,7 @@ def _open_archive(args):
         if not known:
             raise UserError("no index yet: run `duch index FOLDER` first")
         index_dir = known[0]
-    return Archive.open(index_dir, model=args.model)
+    return Archive.open(index_dir, model=args.model, runtime=args.runtime)
 
 
 def _image_arg(text: str):
@@ -350,6 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help(sys.stderr)
         return 2
+    _show_core_notes()
     try:
         return int(args.func(args) or 0)
     except (UserError, ValueError) as e:
@@ -364,6 +378,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"duch: unexpected error: {type(e).__name__}: {_one_line(e)} (run with --debug for details)",
               file=sys.stderr)
         return 1
+
+
+class _Stderr(logging.Handler):
+    """Notes of the core (e.g. the runtime falling back to torch) as ``duch: ...`` lines on the stderr of now."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"duch: {record.getMessage()}", file=sys.stderr)
+
+
+def _show_core_notes() -> None:
+    log = logging.getLogger("duch_desktop")
+    if not any(isinstance(h, _Stderr) for h in log.handlers):
+        log.addHandler(_Stderr())
+        log.setLevel(logging.INFO)
+        log.propagate = False
 
 
 def _one_line(e: BaseException) -> str:

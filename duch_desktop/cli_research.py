@@ -71,6 +71,9 @@ def _common(p: argparse.ArgumentParser) -> None:
                         "four layers (the DUCH paper's, for BERT-base)")
     p.add_argument("--cache-dir", type=Path, help="feature cache folder (default: the user cache folder)")
     p.add_argument("--device", help="torch device, e.g. cpu or cuda (default: cuda when available)")
+    from .cli import add_runtime_option
+
+    add_runtime_option(p)
     p.add_argument("--seed", type=int, default=42, help="seed of split, caption choice, augmentation, training")
     p.add_argument("--workers", type=int, default=1, help="tile-decoding processes (0 = decode in the main one)")
 
@@ -144,8 +147,9 @@ def _encoders(args, model=None):
         text_spec = encoder_spec_from_identity(recorded)
     if recorded and pooling is None:
         pooling = pooling_from_identity(recorded)
-    return (load_image_encoder(image_spec, args.device),
-            load_text_encoder(text_spec, args.device, pooling=pooling or DEFAULT_TEXT_POOLING))
+    runtime = getattr(args, "runtime", None)
+    return (load_image_encoder(image_spec, args.device, runtime=runtime),
+            load_text_encoder(text_spec, args.device, pooling=pooling or DEFAULT_TEXT_POOLING, runtime=runtime))
 
 
 def _check_bits(bits: list[int]) -> None:

