@@ -10,8 +10,10 @@ with its missing chips only. One run per index directory at a time (:class:`_Run
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -174,13 +176,17 @@ class Indexing(chips.ChipPlanning):
                            {"reencode": len(rechip)})
 
     def _fill_captions(self, conn, user_captions: list[str]) -> Job[None]:
-        """Encode the model bundle's captions (once per model) and the user's captions into the caption archive."""
+        """Encode the model bundle's captions (once per model, see :func:`caption_bank_codes`) and the
+        user's captions into the caption archive."""
         fp = self.model.fingerprint
         texts: list[tuple[str, str]] = []
+        bank: dict[str, np.ndarray] = {}
         if get_meta(conn, "captions_fingerprint") != fp and self.model_dir is not None:
             bundle = self.model_dir / "captions.json"
             if bundle.is_file():
                 texts += [(t, "model") for t in read_caption_texts(bundle)]
+                bank_texts = [t for t, _ in texts]
+                bank = dict(zip(bank_texts, (yield from caption_bank_codes(self.model, self.text_encoder, bank_texts))))
         texts += [(t, "user") for t in user_captions]
         known = {t for (t,) in conn.execute("SELECT text FROM captions")}
         work = [(cid, t, None) for cid, t in conn.execute("SELECT id, text FROM captions WHERE code IS NULL")]
@@ -188,13 +194,11 @@ class Indexing(chips.ChipPlanning):
             if text not in known:
                 known.add(text)
                 work.append((None, text, source))
-        codes = []
-        for start in range(0, len(work), 256):
-            chunk = [t for _, t, _ in work[start:start + 256]]
-            codes.append(self.model.text_codes(self.text_encoder.encode(chunk)))
-            yield Progress("captions", min(len(work), start + 256), len(work), "encoding captions")
+        todo = [t for _, t, _ in work if t not in bank]
+        encoded = yield from _encode_captions(self.model, self.text_encoder, todo)
+        bank.update(zip(todo, encoded))
         conn.execute("BEGIN IMMEDIATE")
-        for (cid, text, source), code in zip(work, (c for block in codes for c in block)):
+        for (cid, text, source), code in ((w, bank[w[1]]) for w in work):
             if cid is None:
                 conn.execute("INSERT INTO captions(text, source, code) VALUES(?, ?, ?)", (text, source, code.tobytes()))
             else:
@@ -395,6 +399,53 @@ def _parse_bands(bands) -> tuple[int, ...] | None:
         return imagery.parse_bands(text)
     except ValueError as e:
         raise UserError(str(e)) from e
+
+
+def caption_bank_dir() -> Path:
+    """Where the codes of model bundles' caption banks are cached (the user cache dir)."""
+    from platformdirs import user_cache_dir
+
+    from ..model.defaults import APP_NAME
+
+    return Path(user_cache_dir(APP_NAME)) / "captions"
+
+
+def caption_bank_codes(model, text_encoder, texts: list[str]) -> Job[np.ndarray]:
+    """Packed codes of a model's caption bank, encoded once per model and cached, not once per index.
+
+    Keyed by the model's fingerprint, its text encoder's identity and the texts; the runtime that
+    encoded them does not matter (its features agree to 1e-4, see :mod:`runtime`).
+    """
+    key = hashlib.sha256(json.dumps([model.fingerprint, model.text_encoder, texts]).encode()).hexdigest()[:32]
+    path = caption_bank_dir() / f"{key}.npy"
+    try:
+        codes = np.load(path, allow_pickle=False)
+        if codes.shape == (len(texts), model.bits // 8) and codes.dtype == np.uint8:
+            return codes
+    except (OSError, ValueError, EOFError):
+        pass  # not cached yet, or damaged: encode again
+    codes = yield from _encode_captions(model, text_encoder, texts)
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, codes, allow_pickle=False)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only cache only costs the encoding next time
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+    return codes
+
+
+def _encode_captions(model, text_encoder, texts: list[str]) -> Job[np.ndarray]:
+    codes = [np.zeros((0, model.bits // 8), np.uint8)]
+    for start in range(0, len(texts), 256):
+        codes.append(model.text_codes(text_encoder.encode(texts[start:start + 256])))
+        yield Progress("captions", min(len(texts), start + 256), len(texts), "encoding captions")
+    return np.concatenate(codes)
 
 
 def read_caption_texts(path: Path) -> list[str]:
