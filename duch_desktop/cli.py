@@ -22,6 +22,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from .core.jobs import UserError
+from .core.model import runtime
 from .core.archive.database import window_text
 
 OUTPUTS = ("json", "csv", "geojson")
@@ -63,13 +64,6 @@ def _non_negative_number(text: str) -> float:
     return value
 
 
-def add_runtime_option(p: argparse.ArgumentParser) -> None:
-    """``--runtime auto|onnx|torch`` (see :mod:`duch_desktop.core.model.runtime`)."""
-    p.add_argument("--runtime", choices=("auto", "onnx", "torch"),
-                   help="what runs the encoders: onnx (ONNX Runtime, CPU), torch, or auto (default: onnx on a "
-                        "CPU, torch on a CUDA GPU; $DUCH_RUNTIME overrides). Codes do not depend on it")
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The ``duch`` argument parser (research subcommands are added when installed)."""
     debug = _Parser(add_help=False)
@@ -81,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--index-dir", type=Path, help="index directory (default: the folder's index in the user data dir)")
     group.add_argument("--folder", type=Path, help="the indexed folder (its default index is used)")
     where.add_argument("--model", type=Path, help="hashing model bundle (default: the one the index was built with)")
-    add_runtime_option(where)
+    where.add_argument("--runtime", choices=runtime.RUNTIMES, help=runtime.HELP)
     out = _Parser(add_help=False)
     fmt = out.add_mutually_exclusive_group()
     for name in OUTPUTS:
@@ -118,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Ray encoding workers (default: one per GPU of the cluster, else one per 2 CPUs)")
     p.add_argument("--batch-size", type=_positive, default=32, help=argparse.SUPPRESS)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    add_runtime_option(p)
+    p.add_argument("--runtime", choices=runtime.RUNTIMES, help=runtime.HELP)
     p.set_defaults(func=cmd_index)
 
     p = sub.add_parser("search", parents=[where, out], help="find tiles matching a description")
@@ -264,11 +258,9 @@ def cmd_captions(args) -> int:
 
 def cmd_info(args) -> int:
     """``duch info``: counts, model, options and (with --errors) the unreadable files."""
-    from .core.model.runtime import describe
-
     with _open_archive(args) as archive:
         stats, errors = archive.stats(), archive.errors() if args.errors else None
-    stats["runtime"] = describe(args.runtime)
+    stats["runtime"] = runtime.describe(args.runtime)
     if args.json:
         print(json.dumps({**stats, **({"error_files": [list(e) for e in errors]} if errors is not None else {})},
                          indent=2))

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .core.jobs import Cancelled, Job, Progress, UserError, drive
+from .core.model import runtime
 
 DEFAULT_UCM = Path("../shared/data/ucm")
 DEFAULT_QUERIES = Path("tests/data/external_queries.json")
@@ -71,9 +72,7 @@ def _common(p: argparse.ArgumentParser) -> None:
                         "four layers (the DUCH paper's, for BERT-base)")
     p.add_argument("--cache-dir", type=Path, help="feature cache folder (default: the user cache folder)")
     p.add_argument("--device", help="torch device, e.g. cpu or cuda (default: cuda when available)")
-    from .cli import add_runtime_option
-
-    add_runtime_option(p)
+    p.add_argument("--runtime", choices=runtime.RUNTIMES, help=runtime.HELP)
     p.add_argument("--seed", type=int, default=42, help="seed of split, caption choice, augmentation, training")
     p.add_argument("--workers", type=int, default=1, help="tile-decoding processes (0 = decode in the main one)")
 
@@ -147,9 +146,9 @@ def _encoders(args, model=None):
         text_spec = encoder_spec_from_identity(recorded)
     if recorded and pooling is None:
         pooling = pooling_from_identity(recorded)
-    runtime = getattr(args, "runtime", None)
-    return (load_image_encoder(image_spec, args.device, runtime=runtime),
-            load_text_encoder(text_spec, args.device, pooling=pooling or DEFAULT_TEXT_POOLING, runtime=runtime))
+    rt = getattr(args, "runtime", None)
+    return (load_image_encoder(image_spec, args.device, runtime=rt),
+            load_text_encoder(text_spec, args.device, pooling=pooling or DEFAULT_TEXT_POOLING, runtime=rt))
 
 
 def _check_bits(bits: list[int]) -> None:

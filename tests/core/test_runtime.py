@@ -117,9 +117,7 @@ def test_exports_in_two_processes_at_once_make_one_complete_graph(tmp_path):
 
 
 def test_tiny_image_model_on_onnx_matches_torch(tiny_resnet, tmp_path):  # noqa: F811
-    from duch_desktop.core.model.onnx_encoders import OnnxImageEncoder
-
-    onnx = OnnxImageEncoder(str(tiny_resnet), cache_dir=tmp_path)
+    onnx = encoders.onnx_image_encoder(str(tiny_resnet), cache_dir=tmp_path)
     torch_enc = encoders.load_image_encoder(str(tiny_resnet), device="cpu", runtime="torch")
     assert (onnx.identity, onnx.dim, onnx.input_size) == (torch_enc.identity, torch_enc.dim, torch_enc.input_size)
     imgs = np.random.default_rng(0).integers(0, 256, (3, onnx.input_size, onnx.input_size, 3), dtype=np.uint8)
@@ -157,15 +155,13 @@ def test_onnx_missing_is_an_error_when_asked_for_and_a_one_line_fallback_under_a
 
 
 def test_a_graph_onnxruntime_rejects_is_exported_again(tiny_resnet, tmp_path):  # noqa: F811
-    from duch_desktop.core.model.onnx_encoders import OnnxImageEncoder
-
-    first = OnnxImageEncoder(str(tiny_resnet), cache_dir=tmp_path)
+    first = encoders.onnx_image_encoder(str(tiny_resnet), cache_dir=tmp_path)
     graph = next(tmp_path.glob("*.onnx"))
     graph.write_bytes(b"not a protobuf")
     sidecar = graph.with_suffix(".json")  # a sidecar that vouches for the junk: only onnxruntime can tell
     meta = json.loads(sidecar.read_text())
     sidecar.write_text(json.dumps({**meta, "sha256": runtime._file_sha256(graph)}))
-    again = OnnxImageEncoder(str(tiny_resnet), cache_dir=tmp_path)
+    again = encoders.onnx_image_encoder(str(tiny_resnet), cache_dir=tmp_path)
     imgs = np.zeros((1, first.input_size, first.input_size, 3), np.uint8)
     np.testing.assert_allclose(again.encode(imgs), first.encode(imgs), rtol=1e-5, atol=1e-6)
     assert runtime.graph_is_valid(graph, first.identity, "image")
@@ -208,3 +204,19 @@ def test_default_encoders_agree_across_runtimes_on_ucm_tiles_and_captions():
         assert _rel_error(ft["onnx"], ft["torch"]) <= 1e-4
         if pooling == encoders.pooling_from_identity(model.text_encoder):
             np.testing.assert_array_equal(model.text_codes(ft["onnx"]), model.text_codes(ft["torch"]))
+
+
+def test_cli_runtime_flag_errors_and_info_names_the_runtime(archive, tmp_path, capsys, monkeypatch):
+    from duch_desktop.cli import main
+
+    monkeypatch.delenv("DUCH_RUNTIME", raising=False)
+    assert main(["search", "a lake", "--index-dir", str(archive.index_dir), "--runtime", "tensorrt"]) == 2
+    assert "invalid choice" in capsys.readouterr().err
+    assert main(["train", str(tmp_path), "--out", str(tmp_path / "m"), "--runtime", "onnx", "--device", "cuda"]) == 2
+    err = capsys.readouterr().err
+    assert "CPU only" in err and len(err.strip().splitlines()) == 1
+    assert main(["info", "--index-dir", str(archive.index_dir), "--runtime", "torch"]) == 0
+    assert "runtime: torch" in capsys.readouterr().out
+    assert main(["info", "--index-dir", str(archive.index_dir), "--json"]) == 0
+    expected = "onnx (onnxruntime" if not runtime.cuda_available() else "torch"
+    assert json.loads(capsys.readouterr().out)["runtime"].startswith(expected)

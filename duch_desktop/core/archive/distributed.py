@@ -152,10 +152,12 @@ class TileEncoder:
     def __init__(self, spec: WorkerSpec):
         import torch
 
+        from ..model import runtime
         from ..model.defaults import check_encoder_dim, load_image_encoder_for
         from .queries import DEFAULT_INPUT_SIZE
 
         torch.set_num_threads(max(1, spec.threads))
+        runtime.set_threads(spec.threads)
         self.spec, self.model = spec, spec.model
         encoder = spec.image_encoder
         if encoder is None:
@@ -214,8 +216,9 @@ def _first_line(e: BaseException) -> str:
 
 def _builtin_encoder(encoder) -> bool:
     from ..model import encoders
+    from ..model.onnx_encoders import OnnxImageEncoder
 
-    return isinstance(encoder, (encoders.EfficientNetLiteEncoder, encoders.HFImageEncoder))
+    return isinstance(encoder, (encoders.EfficientNetLiteEncoder, encoders.HFImageEncoder, OnnxImageEncoder))
 
 
 def worker_spec(archive, opts: dict, threads: int) -> WorkerSpec:

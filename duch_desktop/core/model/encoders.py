@@ -112,12 +112,6 @@ def _dir_identity(path: Path) -> str:
     return f"hf:{path.name}:{h.hexdigest()[:12]}"
 
 
-def normalise(images: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-    """uint8 (n, s, s, 3) RGB -> float32 (n, 3, s, s) scaled as the encoder was trained (both runtimes)."""
-    x = (np.asarray(images).astype(np.float32) / 255.0 - mean) / std
-    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
-
-
 def default_image_weights() -> Path:
     """The EfficientNet-Lite0 weights file of the installed package; :class:`UserError` when absent."""
     try:
@@ -194,7 +188,7 @@ class EfficientNetLiteEncoder(_BatchedEncoder):
         images = np.asarray(images)
         out = np.empty((len(images), self.dim), dtype=np.float32)
         for sl in self._batches(len(images)):
-            t = torch.from_numpy(normalise(images[sl], self.mean, self.std)).to(self.device)
+            t = torch.from_numpy(runtimes.normalise(images[sl], self.mean, self.std)).to(self.device)
             with torch.inference_mode(), _autocast(self.device):
                 f = self._forward(t)
             out[sl] = f.float().cpu().numpy()
@@ -281,8 +275,13 @@ class HFTextEncoder(_BatchedEncoder):
                                  return_tensors="pt").to(self.device)
             with torch.inference_mode(), _autocast(self.device):
                 res = self.net(**tok, output_hidden_states=True)
-            out[sl] = POOLINGS[self.pooling](res.hidden_states, tok["attention_mask"]).float().cpu().numpy()
+            out[sl] = self.pooled(res.hidden_states, tok["attention_mask"], self.pooling).float().cpu().numpy()
         return out
+
+    @staticmethod
+    def pooled(hidden_states: Sequence, mask, pooling: str):
+        """The ``pooling`` of a batch's hidden states (torch tensors), padding left out by ``mask``."""
+        return POOLINGS[pooling](hidden_states, mask)
 
 
 def _masked_mean(tokens, mask):
@@ -336,9 +335,7 @@ def load_image_encoder(spec: str | None = None, device: str | None = None, runti
     auto/onnx/torch (None: :func:`runtime.default_runtime`)."""
     spec = spec or DEFAULT_IMAGE_ENCODER
     if runtimes.choose(runtime, device, exportable=spec == DEFAULT_IMAGE_ENCODER) == "onnx":
-        from .onnx_encoders import OnnxImageEncoder
-
-        enc = _on_onnx(lambda: OnnxImageEncoder(spec), runtime)
+        enc = _on_onnx(lambda: onnx_image_encoder(spec), runtime)
         if enc is not None:
             return enc
     if spec == DEFAULT_IMAGE_ENCODER:
@@ -356,12 +353,35 @@ def load_text_encoder(spec: str | None = None, device: str | None = None,
     default = spec == DEFAULT_TEXT_ENCODER
     path, ident = (default_text_model_dir(), default_text_identity()) if default else (Path(spec), None)
     if runtimes.choose(runtime, device, exportable=default) == "onnx":
-        from .onnx_encoders import OnnxTextEncoder
-
-        enc = _on_onnx(lambda: OnnxTextEncoder(path, pooling=pooling, identity=ident), runtime)
+        enc = _on_onnx(lambda: onnx_text_encoder(path, ident, pooling), runtime)
         if enc is not None:
             return enc
     return HFTextEncoder(path, device, identity=ident, pooling=pooling)
+
+
+def onnx_image_encoder(spec: str, cache_dir=None):
+    """The image encoder ``spec`` on onnxruntime (graphs cached in ``cache_dir``, default: the user cache)."""
+    from .onnx_encoders import OnnxImageEncoder
+
+    if spec == DEFAULT_IMAGE_ENCODER:
+        default_image_weights()  # a missing package is the user's to fix, not an export failure
+        ident, size = default_image_identity(), IMAGE_SIZE
+        mean, std = EfficientNetLiteEncoder.mean, EfficientNetLiteEncoder.std
+    else:
+        size, mean, std = hf_image_preprocessing(Path(spec))
+        ident = _dir_identity(Path(spec))
+    return OnnxImageEncoder(ident, size, mean, std, lambda: load_image_encoder(spec, "cpu", runtime="torch"), cache_dir)
+
+
+def onnx_text_encoder(path: Path, identity: str | None, pooling: str, cache_dir=None):
+    """The text encoder at ``path`` on onnxruntime; ``identity`` as for :class:`HFTextEncoder`."""
+    from .onnx_encoders import OnnxTextEncoder
+
+    if not (path / "config.json").is_file():
+        raise UserError(f"no Hugging Face text model at {path} (config.json missing)")
+    base = identity or _dir_identity(path)
+    return OnnxTextEncoder(path, with_pooling(base, pooling), base, pooling, MAX_TOKENS,
+                           lambda: HFTextEncoder(path, "cpu", identity=base), cache_dir)
 
 
 def _on_onnx(make, runtime: str | None):

@@ -1,10 +1,13 @@
 """The frozen encoders on ONNX Runtime: same identities, inputs and outputs as their PyTorch
 versions in :mod:`encoders`, from graphs exported from the same weights (:mod:`runtime`).
 
-Once a graph is cached nothing here imports torch or transformers: images are scaled with
-:func:`encoders.normalise` exactly as on torch, texts are tokenized by the ``tokenizers``
-library from the model's own ``tokenizer.json`` (what transformers' fast tokenizer runs too).
-The text graph outputs both poolings (``last1``, ``last4``) so one file serves either.
+:mod:`encoders` makes these (``load_*_encoder(runtime=...)``) and hands them what they cannot
+know without torch: the identity, the input scaling and a factory of the PyTorch encoder to
+export, called only when the graph is not cached yet. Once it is, nothing here imports torch or
+transformers: images are scaled with :func:`runtime.normalise` exactly as on torch, texts are
+tokenized by the ``tokenizers`` library from the model's own ``tokenizer.json`` (what
+transformers' fast tokenizer runs too). The text graph outputs both poolings (``last1``,
+``last4``) so one file serves either.
 """
 from __future__ import annotations
 
@@ -13,12 +16,13 @@ import logging
 import os
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
-from . import encoders, runtime
-from .encoders import IMAGE_SIZE, MAX_TOKENS, DEFAULT_TEXT_POOLING, POOLINGS
+from . import runtime
+
+TEXT_OUTPUTS = ("last1", "last4")  # the poolings of :mod:`encoders`, in the text graph's output order
 
 
 def _open_session(identity: str, kind: str, export, cache_dir):
@@ -32,51 +36,42 @@ def _open_session(identity: str, kind: str, export, cache_dir):
 
 
 class OnnxImageEncoder:
-    """An image encoder of :mod:`encoders` (the default one or a local HF directory) on onnxruntime."""
+    """An image encoder on onnxruntime; ``torch_encoder()`` makes its PyTorch twin for the export."""
 
     runtime = "onnx"
     device = "cpu"
     batch_size = 32
 
-    def __init__(self, spec: str = encoders.DEFAULT_IMAGE_ENCODER, cache_dir: str | os.PathLike | None = None):
-        if spec == encoders.DEFAULT_IMAGE_ENCODER:
-            encoders.default_image_weights()  # a missing package is the user's to fix, not an export failure
-            self.identity, self.input_size = encoders.default_image_identity(), IMAGE_SIZE
-            self.mean, self.std = encoders.EfficientNetLiteEncoder.mean, encoders.EfficientNetLiteEncoder.std
-        else:
-            path = Path(spec)
-            self.input_size, self.mean, self.std = encoders.hf_image_preprocessing(path)
-            self.identity = encoders._dir_identity(path)
-        self._session = _open_session(self.identity, "image", lambda dest: export_image(spec, dest), cache_dir)
+    def __init__(self, identity: str, input_size: int, mean: np.ndarray, std: np.ndarray,
+                 torch_encoder: Callable[[], object], cache_dir: str | os.PathLike | None = None):
+        self.identity, self.input_size, self.mean, self.std = identity, input_size, mean, std
+        self._session = _open_session(identity, "image", lambda dest: export_image(torch_encoder(), dest), cache_dir)
         self._input = self._session.get_inputs()[0].name
         dim = self._session.get_outputs()[0].shape[-1]
-        self.dim = dim if isinstance(dim, int) else len(self.encode(np.zeros((1, self.input_size, self.input_size, 3),
+        self.dim = dim if isinstance(dim, int) else len(self.encode(np.zeros((1, input_size, input_size, 3),
                                                                               np.uint8))[0])
 
     def encode(self, images: np.ndarray) -> np.ndarray:
         """uint8 (n, input_size, input_size, 3) RGB -> float32 (n, dim)."""
         images = np.asarray(images)
-        parts = [self._session.run(None, {self._input: encoders.normalise(images[s:s + self.batch_size],
-                                                                          self.mean, self.std)})[0]
+        parts = [self._session.run(None, {self._input: runtime.normalise(images[s:s + self.batch_size],
+                                                                         self.mean, self.std)})[0]
                  for s in range(0, len(images), self.batch_size)]
         return np.concatenate(parts).astype(np.float32, copy=False) if parts else np.zeros((0, self.dim), np.float32)
 
 
 class OnnxTextEncoder:
-    """A BERT-like text encoder of :mod:`encoders` on onnxruntime, mean-pooled as ``pooling`` says."""
+    """A BERT-like text encoder (its HF directory ``path``) on onnxruntime, mean-pooled as ``pooling``
+    says; ``graph_key`` is its identity without the pooling tag, ``torch_encoder()`` as above."""
 
     runtime = "onnx"
     device = "cpu"
     batch_size = 64
 
-    def __init__(self, path: str | os.PathLike, pooling: str = DEFAULT_TEXT_POOLING, identity: str | None = None,
-                 max_tokens: int = MAX_TOKENS, cache_dir: str | os.PathLike | None = None):
+    def __init__(self, path: str | os.PathLike, identity: str, graph_key: str, pooling: str, max_tokens: int,
+                 torch_encoder: Callable[[], object], cache_dir: str | os.PathLike | None = None):
         path = Path(path)
-        if not (path / "config.json").is_file():
-            raise encoders.UserError(f"no Hugging Face text model at {path} (config.json missing)")
-        base = identity or encoders._dir_identity(path)
-        self.identity = encoders.with_pooling(base, pooling)
-        self.pooling, self.max_tokens = pooling, max_tokens
+        self.identity, self.pooling, self.max_tokens = identity, pooling, max_tokens
         self._tokens = _tokenizer(path)
         self._tokens.no_truncation()
         self._tokens.no_padding()
@@ -84,8 +79,8 @@ class OnnxTextEncoder:
         self._cut.enable_truncation(max_tokens)
         pad = self._cut.padding or {}
         self._cut.enable_padding(pad_id=pad.get("pad_id", 0), pad_token=pad.get("pad_token", "[PAD]"))
-        # The graph holds both poolings, so its identity is the encoder's without the pooling tag.
-        self._session = _open_session(base, "text", lambda dest: export_text(path, dest, base), cache_dir)
+        # The graph holds both poolings, so one file (keyed without the pooling tag) serves both.
+        self._session = _open_session(graph_key, "text", lambda dest: export_text(torch_encoder(), dest), cache_dir)
         self._inputs = [i.name for i in self._session.get_inputs()]
         self._output = [o.name for o in self._session.get_outputs()].index(pooling)
         dim = self._session.get_outputs()[self._output].shape[-1]
@@ -149,11 +144,9 @@ def _export(module, args: tuple, dest: Path, inputs: list[str], outputs: list[st
                           input_names=inputs, output_names=outputs, dynamic_shapes=dynamic)
 
 
-def export_image(spec: str, dest: Path) -> None:
-    """Write the ONNX graph of the image encoder ``spec`` (uint8 scaling excluded) to ``dest``."""
+def export_image(enc, dest: Path) -> None:
+    """Write the ONNX graph of the PyTorch image encoder ``enc`` (its ``_forward`` on scaled pixels) to ``dest``."""
     import torch
-
-    enc = encoders.load_image_encoder(spec, device="cpu", runtime="torch")
 
     class Features(torch.nn.Module):
         def __init__(self):
@@ -167,11 +160,10 @@ def export_image(spec: str, dest: Path) -> None:
     _export(Features(), (x,), dest, ["pixels"], ["features"], {"pixels": {0: torch.export.Dim("batch")}})
 
 
-def export_text(path: Path, dest: Path, identity: str) -> None:
-    """Write the ONNX graph of the text encoder at ``path`` to ``dest``: token ids -> both poolings."""
+def export_text(enc, dest: Path) -> None:
+    """Write the ONNX graph of the PyTorch text encoder ``enc`` to ``dest``: token ids -> both poolings."""
     import torch
 
-    enc = encoders.HFTextEncoder(path, device="cpu", identity=identity)
     names = ["input_ids", "attention_mask", "token_type_ids"]
 
     class Pooled(torch.nn.Module):
@@ -182,10 +174,10 @@ def export_text(path: Path, dest: Path, identity: str) -> None:
         def forward(self, input_ids, attention_mask, token_type_ids):
             hidden = self.net(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
                               output_hidden_states=True).hidden_states
-            return tuple(POOLINGS[p](hidden, attention_mask) for p in ("last1", "last4"))
+            return tuple(enc.pooled(hidden, attention_mask, p) for p in TEXT_OUTPUTS)
 
     tok = enc.tokenizer(["a probe sentence", "two"], padding=True, return_tensors="pt")
     batch = torch.export.Dim("batch")
     tokens = torch.export.Dim("tokens", max=int(getattr(enc.net.config, "max_position_embeddings", 512)))
     args = tuple(tok[n] if n in tok else torch.zeros_like(tok["input_ids"]) for n in names)
-    _export(Pooled(), args, dest, names, ["last1", "last4"], {n: {0: batch, 1: tokens} for n in names})
+    _export(Pooled(), args, dest, names, list(TEXT_OUTPUTS), {n: {0: batch, 1: tokens} for n in names})

@@ -31,11 +31,16 @@ from typing import Callable, Iterator
 
 from ..jobs import UserError
 
+import numpy as np
+
 RUNTIMES = ("auto", "onnx", "torch")
+HELP = ("what runs the encoders: onnx (ONNX Runtime, CPU), torch, or auto (default: onnx on a CPU, torch on a "
+        "CUDA GPU; $DUCH_RUNTIME overrides). Codes do not depend on it")
 # Part of every graph's key: bump when the exported wrappers change what a graph computes.
 EXPORT_FORMAT = 1
 log = logging.getLogger("duch_desktop")
 _default: str | None = None
+_threads: int | None = None
 
 
 def set_default_runtime(name: str | None) -> None:
@@ -110,8 +115,17 @@ def describe(runtime: str | None = None, device: str | None = None) -> str:
     return f"torch ({_version('torch')}, {device or ('cuda' if cuda_available() else 'cpu')})"
 
 
+def set_threads(n: int | None) -> None:
+    """Threads of each onnxruntime operator in sessions made from now on (None: every core), e.g.
+    for one of several encoding workers sharing a machine."""
+    global _threads
+    _threads = max(1, int(n)) if n else None
+
+
 def cpu_threads() -> int:
-    """Cores this process may run on (the affinity mask where the OS has one)."""
+    """Threads an onnxruntime session uses: :func:`set_threads`, else the cores this process may run on."""
+    if _threads:
+        return _threads
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
@@ -126,6 +140,12 @@ def session(path: Path):
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3  # onnxruntime's warnings about unused initialisers are noise here
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def normalise(images: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """uint8 (n, s, s, 3) RGB -> float32 (n, 3, s, s) scaled as the image encoder was trained (both runtimes)."""
+    x = (np.asarray(images).astype(np.float32) / 255.0 - mean) / std
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
 
 
 # --------------------------------------------------------------------------- graph cache
@@ -145,9 +165,7 @@ def exporter_version() -> str:
 def default_graph_dir() -> Path:
     from platformdirs import user_cache_dir
 
-    from .defaults import APP_NAME
-
-    return Path(user_cache_dir(APP_NAME)) / "onnx"
+    return Path(user_cache_dir("duch-desktop")) / "onnx"
 
 
 def graph_path(identity: str, kind: str, cache_dir: str | os.PathLike | None = None) -> Path:
