@@ -180,11 +180,8 @@ def _sidecar(path: Path) -> Path:
 
 
 def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def graph_is_valid(path: Path, identity: str, kind: str) -> bool:
