@@ -177,7 +177,7 @@ def bench_text_query(codes: np.ndarray, k: int, queries: int) -> tuple[float, fl
     from duch_desktop.core.model.encoders import load_text_encoder
     from duch_desktop.core.model.hashing import DuchModel
     from duch_desktop.core.jobs import UserError
-    from duch_desktop.core.archive.queries import CodeIndex
+    from duch_desktop.core.archive.hamming import CodeIndex
 
     try:
         text = load_text_encoder()

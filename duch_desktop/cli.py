@@ -21,6 +21,7 @@ import traceback
 from dataclasses import asdict
 from pathlib import Path
 
+from .core.files import display_path
 from .core.jobs import UserError
 from .core.model import runtime
 from .core.archive.database import window_text
@@ -165,7 +166,7 @@ def cmd_index(args) -> int:
         raise UserError("give a FOLDER to index (or --demo for the bundled demo folder)")
     folder = Path(os.path.abspath(args.folder))
     if not folder.is_dir():
-        raise UserError(f"folder not found: {_show(args.folder)}")
+        raise UserError(f"folder not found: {display_path(args.folder)}")
     try:
         bands = imagery.parse_bands(args.bands)
     except ValueError as e:
@@ -272,7 +273,7 @@ def cmd_info(args) -> int:
             value = ChipOptions(**value).describe() if value else "off (every file is one tile)"
         print(f"{key:>17}: {value}")
     for rel, reason in errors or []:
-        print(f"{_show(rel)}: {reason}")
+        print(f"{display_path(rel)}: {reason}")
     return 0
 
 
@@ -286,10 +287,10 @@ def _open_archive(args):
         index_dir = args.index_dir
     elif args.folder is not None:
         if not args.folder.is_dir():
-            raise UserError(f"folder not found: {_show(args.folder)}")
+            raise UserError(f"folder not found: {display_path(args.folder)}")
         index_dir = default_index_dir(args.folder)
         if not index_dir.is_dir():
-            raise UserError(f"{_show(args.folder)} is not indexed yet: run `duch index {_show(args.folder)}` first")
+            raise UserError(f"{display_path(args.folder)} is not indexed yet: run `duch index {display_path(args.folder)}` first")
     else:
         known = known_index_dirs()
         if not known:
@@ -304,13 +305,8 @@ def _image_arg(text: str):
         return int(text)
     path = Path(text)
     if not path.is_file():
-        raise UserError(f"image not found: {_show(text)}")
+        raise UserError(f"image not found: {display_path(text)}")
     return path
-
-
-def _show(path) -> str:
-    """Printable form of a path whose name may not be valid UTF-8."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def _print_hits(hits, output: str | None) -> None:
@@ -322,7 +318,7 @@ def _print_hits(hits, output: str | None) -> None:
         w = csv.writer(sys.stdout, lineterminator="\n")
         w.writerow(["rank", "distance", "path", "tile_id", "window"])
         for h in hits:
-            w.writerow([h.rank, h.distance, _show(h.path), h.tile_id, " ".join(map(str, h.window or ()))])
+            w.writerow([h.rank, h.distance, display_path(h.path), h.tile_id, " ".join(map(str, h.window or ()))])
     elif output == "geojson":
         # A chip's polygon is its window's footprint, not its scene's.
         features = [{"type": "Feature",
@@ -338,7 +334,7 @@ def _print_hits(hits, output: str | None) -> None:
         print(f"{'rank':>4}  {'dist':>4}  path")
         for h in hits:
             where = f"  [{window_text(h.window)}]" if h.window else ""
-            print(f"{h.rank:>4}  {h.distance:>4}  {_show(h.path)}{where}")
+            print(f"{h.rank:>4}  {h.distance:>4}  {display_path(h.path)}{where}")
 
 
 def _listed(value):

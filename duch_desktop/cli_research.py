@@ -11,11 +11,11 @@ import os
 import shlex
 import signal
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from .core.files import write_text_atomic
 from .core.jobs import Cancelled, Job, Progress, UserError, drive
 from .core.model import runtime
 
@@ -215,7 +215,7 @@ def _evaluate_external(args) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     _write_json(args.out / "external.json", report.to_dict())
     md = args.out / "results.md"
-    _write_text(md, with_section(md.read_text(encoding="utf-8") if md.is_file() else "", section))
+    write_text_atomic(md, with_section(md.read_text(encoding="utf-8") if md.is_file() else "", section))
     print(f"wrote {args.out / 'external.json'} and the generalisation section of {args.out / 'results.md'}",
           file=sys.stderr)
     return 0
@@ -286,16 +286,7 @@ def train_job(args, image_encoder, text_encoder) -> Job[dict]:
 
 
 def _write_json(path: Path, obj) -> None:
-    _write_text(path, json.dumps(obj, ensure_ascii=False, indent=0))
-
-
-def _write_text(path: Path, text: str) -> None:
-    """Atomic write (temp file + rename): an interrupted run never leaves half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)  # mkstemp makes it private; these files are meant to be shared
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(obj, ensure_ascii=False, indent=0))
 
 
 def _train(args) -> int:

@@ -2,7 +2,9 @@
 import numpy as np
 import pytest
 
-from duch_desktop.core.research.evaluate import (average_precisions, distances, hamming_distances, map_at_k,
+from duch_desktop.core.archive.hamming import hamming
+
+from duch_desktop.core.research.evaluate import (average_precisions, distances, map_at_k,
                                         pick_one_caption, precision_at_k, ucm_protocol_split)
 
 
@@ -18,13 +20,13 @@ def ap(dists, labels, k, variant, q_label=0):
     return map_at_k(Q, codes_at(dists), np.array([q_label]), np.asarray(labels), k=k, variant=variant)
 
 
-def test_hamming_distances_match_brute_force():
+def test_hamming_matches_brute_force():
     rng = np.random.default_rng(0)
     q, db = rng.integers(0, 256, (7, 4), dtype=np.uint8), rng.integers(0, 256, (11, 4), dtype=np.uint8)
     brute = (np.unpackbits(q, axis=1)[:, None] != np.unpackbits(db, axis=1)[None]).sum(-1)
-    np.testing.assert_array_equal(hamming_distances(q, db), brute)
-    np.testing.assert_array_equal(hamming_distances(q, db, chunk_bytes=1), brute)  # chunked path
-    np.testing.assert_array_equal(hamming_distances(codes_at([0]), codes_at([0, 3, 8])), [[0, 3, 8]])
+    np.testing.assert_array_equal(hamming(q, db), brute)
+    np.testing.assert_array_equal(hamming(q, db, chunk_bytes=1), brute)  # chunked path
+    np.testing.assert_array_equal(hamming(codes_at([0]), codes_at([0, 3, 8])), [[0, 3, 8]])
 
 
 def test_real_valued_codes_use_cosine_distance():

@@ -24,6 +24,6 @@ def test_core_imports_no_qt():
 
 def test_core_is_in_rooms():
     """Every core module lives in a room (imagery, model, training, archive, research) but the
-    job protocol shared by all of them."""
-    top = [m.name for m in pkgutil.iter_modules(core.__path__) if not m.ispkg]
-    assert top == ["jobs"], top
+    job protocol and the file helpers shared by all of them."""
+    top = sorted(m.name for m in pkgutil.iter_modules(core.__path__) if not m.ispkg)
+    assert top == ["files", "jobs"], top

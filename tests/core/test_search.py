@@ -8,7 +8,7 @@ import pytest
 
 from duch_desktop.core.archive.archive import Archive
 from duch_desktop.core.jobs import UserError
-from duch_desktop.core.archive.queries import CodeIndex, hamming
+from duch_desktop.core.archive.hamming import CodeIndex, hamming
 from tests.conftest import CLASSES, PER_CLASS, make_tiny_model
 
 N = len(CLASSES) * PER_CLASS

@@ -24,10 +24,11 @@ from ..model.defaults import (check_encoder_dim, encoder_spec, load_image_encode
 from ..model.hashing import DuchModel
 from .indexing import SAVE_EVERY_S, STRETCHES, Indexing, IndexReport, read_caption_texts
 from .hamming import CodeIndex, codes_from_rows
+from ..files import display_path
 from ..jobs import UserError
 from .queries import ArchiveQueries, CaptionHit, Hit, TileRecord
 from .database import (ARCHIVE_DB, CAPTIONS_FAISS, FAISS_FILES, FORMAT, RUN_LOCK, THUMBS, TILES_FAISS,
-                    code_rows_sql, connect, create_or_migrate, display_rel, get_meta, now, set_meta)
+                    code_rows_sql, connect, create_or_migrate, get_meta, now, set_meta)
 
 # The records live in search.py with the query code, the run report in indexing.py; the GUI
 # and CLI import them from here.
@@ -97,7 +98,7 @@ class Archive(Indexing, ArchiveQueries):
         if stored is None and root is None:
             raise UserError(f"the index at {index_dir} is incomplete: index the folder again")
         if stored is not None and root is not None and bytes(stored) != os.fsencode(root):
-            raise UserError(f"{index_dir} holds the index of {display_rel(stored)}, not of {os.fsdecode(root)}")
+            raise UserError(f"{index_dir} holds the index of {display_path(stored)}, not of {os.fsdecode(root)}")
         root = root or Path(os.fsdecode(bytes(stored)))
         (index_dir / THUMBS).mkdir(exist_ok=True)
         model, model_dir = resolve_model(model, recorded_model)

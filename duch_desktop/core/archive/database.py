@@ -128,11 +128,6 @@ def code_rows_sql(which: str, columns: str) -> str:
     return f"SELECT {columns} FROM captions WHERE code IS NOT NULL"
 
 
-def display_rel(rel_bytes: bytes) -> str:
-    """A file name as text SQLite and Qt can hold: undecodable bytes shown as ``\\xNN``."""
-    return bytes(rel_bytes).decode("utf-8", "backslashreplace")
-
-
 def window_text(window) -> str:
     """A chip window ``(col_off, row_off, width, height)`` as 'x 224, y 448, 256x256' ('' for None)."""
     if window is None:

@@ -19,15 +19,14 @@ Files are written atomically: a temp file in the same directory, then ``os.repla
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 import threading
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 
-_POP8 = np.array([bin(i).count("1") for i in range(256)], dtype=np.int64)
+from ..files import atomic_path
+
 _FAR = 1 << 30  # "never": the lower bound of an empty list, the k-th distance before k codes are found
 
 
@@ -134,20 +133,12 @@ class CodeIndex:
         return [(i, d) for d, i in pairs[:k]]
 
     def save(self, path: Path) -> None:
-        """Write atomically to ``path`` (temp file in the same folder + os.replace)."""
+        """Write atomically to ``path`` (see :func:`files.atomic_path`)."""
         import faiss
 
-        path = Path(path)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            with self.lock:
-                index = self._index.ivf if isinstance(self._index, _Clustered) else self._index
-                faiss.write_index_binary(index, tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            _unlink(tmp)
-            raise
+        with atomic_path(path) as tmp, self.lock:
+            index = self._index.ivf if isinstance(self._index, _Clustered) else self._index
+            faiss.write_index_binary(index, tmp)
 
     @classmethod
     def load(cls, path: Path, bits: int) -> "CodeIndex | None":
@@ -200,7 +191,7 @@ class _Clustered:
             for c in range(self.nlist):
                 codes = self._list(c)[1]
                 if len(codes):
-                    radius[c] = _hamming_to(codes, self.centroids[c]).max()
+                    radius[c] = hamming(codes, self.centroids[c]).max()
         self.radius = radius
         self.sizes = self._sizes()
         self._zeros = np.zeros(self.nlist, dtype=np.int32)
@@ -321,11 +312,6 @@ class _Clustered:
         return dist[None], ids[None]
 
 
-def _hamming_to(codes: np.ndarray, code: np.ndarray) -> np.ndarray:
-    """Hamming distances (int64) between each row of ``codes`` (m, B) and one ``code`` (B,)."""
-    return _POP8[np.bitwise_xor(codes, code)].sum(axis=1)
-
-
 def _contents(index) -> tuple[np.ndarray, np.ndarray]:
     """(ids, codes) held by a flat IDMap2 index or a :class:`_Clustered` one."""
     import faiss
@@ -361,18 +347,6 @@ def _codes(codes: np.ndarray | None, bits: int) -> np.ndarray:
     return a
 
 
-def _unlink(path: str | Path) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
-
-
-def blob_to_code(blob: bytes) -> np.ndarray:
-    """A code stored in SQLite -> uint8 (bits/8,)."""
-    return np.frombuffer(blob, dtype=np.uint8)
-
-
 def codes_from_rows(rows: Sequence[tuple[int, bytes]], bits: int) -> tuple[list[int], np.ndarray]:
     """``[(id, code blob)]`` -> (ids, uint8 (n, bits/8)) ready for :meth:`CodeIndex.reset`."""
     ids = [r[0] for r in rows]
@@ -380,8 +354,15 @@ def codes_from_rows(rows: Sequence[tuple[int, bytes]], bits: int) -> tuple[list[
     return ids, codes
 
 
-def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Hamming distances between packed codes ``a`` (n, B) and ``b`` (m, B) -> int (n, m)."""
-    a, b = np.atleast_2d(a), np.atleast_2d(b)
-    x = np.bitwise_xor(a[:, None, :], b[None, :, :])
-    return np.unpackbits(x, axis=2).sum(axis=2).astype(np.int64)
+def hamming(a: np.ndarray, b: np.ndarray, chunk_bytes: int = 1 << 26) -> np.ndarray:
+    """Hamming distances between packed uint8 codes ``a`` (n, B) and ``b`` (m, B) -> int32 (n, m).
+
+    The one Hamming function of the package (the archive's tables, the research metrics); rows of
+    ``a`` are taken ``chunk_bytes`` of XOR at a time so that big evaluations stay in memory.
+    """
+    a, b = np.atleast_2d(np.asarray(a, np.uint8)), np.atleast_2d(np.asarray(b, np.uint8))
+    out = np.empty((len(a), len(b)), np.int32)
+    step = max(1, chunk_bytes // max(1, b.size))
+    for s in range(0, len(a), step):
+        out[s:s + step] = np.bitwise_count(a[s:s + step, None, :] ^ b[None, :, :]).sum(-1, dtype=np.int32)
+    return out

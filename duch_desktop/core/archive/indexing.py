@@ -24,11 +24,12 @@ import numpy as np
 from ..imagery import chips
 from ..imagery import reading as imagery
 from ..model.defaults import default_workers
+from ..files import display_path
 from ..jobs import Job, Progress, RateMeter, UserError
 from .reader import FileTodo, TileReader, Work, as_list
 from .hamming import CodeIndex
 from .queries import DEFAULT_INPUT_SIZE
-from .database import FAISS_FILES, RUN_LOCK, TILE_KEY, bump, connect, display_rel, get_meta, now, set_meta
+from .database import FAISS_FILES, RUN_LOCK, TILE_KEY, bump, connect, get_meta, now, set_meta
 
 STRETCHES = ("auto", "percentile", "none")
 SAVE_EVERY_S = 30.0  # rewrite tiles.faiss this often during a long run (bounds the rebuild after a crash)
@@ -221,7 +222,7 @@ class Indexing(chips.ChipPlanning):
                 continue
             entries.append(entry)
             if len(entries) % 2000 == 0:
-                yield Progress("scan", len(entries), 0, display_rel(os.fsencode(entry.rel)))
+                yield Progress("scan", len(entries), 0, display_path(entry.rel))
         rep.warnings = len(problems)
         return entries
 
@@ -262,7 +263,7 @@ class Indexing(chips.ChipPlanning):
         conn.execute("BEGIN IMMEDIATE")
         for rows, e in moves:
             conn.execute("UPDATE tiles SET rel = ?, rel_bytes = ?, size = ?, mtime_ns = ? WHERE rel_bytes = ?",
-                         (display_rel(os.fsencode(e.rel)), os.fsencode(e.rel), e.size, e.mtime_ns, rows[0][1]))
+                         (display_path(e.rel), os.fsencode(e.rel), e.size, e.mtime_ns, rows[0][1]))
             if any(r[5] == "pending" for r in rows):
                 todo.append(FileTodo(e, [(*r[:2], e.size, e.mtime_ns, *r[4:]) for r in rows]))
         conn.executemany("DELETE FROM tiles WHERE id = ?", [(i,) for i in removed])
@@ -385,7 +386,7 @@ RETURNING id
 def _tile_row(entry, item: dict, status: str, blob: bytes | None) -> tuple:
     rel_bytes = os.fsencode(entry.rel)
     m = item["meta"] or {}
-    return (display_rel(rel_bytes), rel_bytes, entry.size, entry.mtime_ns, item["hash"],
+    return (display_path(rel_bytes), rel_bytes, entry.size, entry.mtime_ns, item["hash"],
             m.get("width"), m.get("height"), m.get("bands"), m.get("dtype"), m.get("crs"),
             json.dumps(m["footprint"]) if m.get("footprint") else None, json.dumps(m) if m else None,
             status, item["error"], blob)

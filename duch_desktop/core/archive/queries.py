@@ -18,12 +18,11 @@ import numpy as np
 
 from ..imagery import reading as imagery
 from ..imagery.chips import SCENE_PREVIEWS, ChipOptions, preview_rect, scene_preview
-from .hamming import CodeIndex, blob_to_code, codes_from_rows, hamming
+from ..files import display_path, unlink_quietly
 from ..jobs import UserError
-from .database import display_rel, get_meta, set_meta, window_text
+from .database import get_meta, window_text
 
-__all__ = ["ArchiveQueries", "Hit", "CaptionHit", "TileRecord", "text_code", "image_code", "DEFAULT_INPUT_SIZE",
-           "CodeIndex", "hamming", "blob_to_code", "codes_from_rows", "display_rel", "get_meta", "set_meta"]
+__all__ = ["ArchiveQueries", "Hit", "CaptionHit", "TileRecord", "text_code", "image_code", "DEFAULT_INPUT_SIZE"]
 
 DEFAULT_INPUT_SIZE = 224  # side of the square tile fed to an encoder that does not say
 
@@ -271,7 +270,7 @@ class ArchiveQueries:
         sizes = [p for p in self.thumbs_dir.iterdir() if p.is_dir() and p.name != SCENE_PREVIEWS]
         for i in ids:
             for folder in [self.thumbs_dir, *sizes]:
-                _unlink(folder / f"{int(i)}.jpg")
+                unlink_quietly(folder / f"{int(i)}.jpg")
 
     def stats(self) -> dict:
         """Counts, model, encoders, options, root, on-disk size of the index and last run time.
@@ -287,7 +286,7 @@ class ArchiveQueries:
         size = sum(f.stat().st_size for f in self.index_dir.iterdir() if f.is_file())
         cut = self.chip_options
         return {
-            "root": display_rel(os.fsencode(self.root)), "index_dir": str(self.index_dir),
+            "root": display_path(self.root), "index_dir": str(self.index_dir),
             "tiles": counts.get("ok", 0), "errors": counts.get("error", 0), "pending": counts.get("pending", 0),
             "nodata": counts.get("nodata", 0), "chips": n_chips, "scenes": n_scenes,
             "captions": conn.execute("SELECT COUNT(*) FROM captions").fetchone()[0],
@@ -317,9 +316,3 @@ def _rows_by_id(conn: sqlite3.Connection, select: str, ids: list[int]) -> dict[i
         out.update((r[0], r) for r in conn.execute(f"{select} WHERE id IN ({marks})", chunk))
     return out
 
-
-def _unlink(path: str | Path) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from ..imagery import reading as imagery
-from .database import display_rel, window_text
+from ..files import display_path
+from .database import window_text
 
 NODATA_REASON = "all pixels are nodata"  # imagery's reason for a window without a valid pixel
 
@@ -73,7 +74,7 @@ class Work:
 
     def label(self, i: int) -> str:
         """Printable name of item ``i``: the file, plus the window of a chip."""
-        rel = display_rel(os.fsencode(self.entries[int(self.item_file[i])].rel))
+        rel = display_path(os.fsencode(self.entries[int(self.item_file[i])].rel))
         window = self.window(i)
         return f"{rel} [{window_text(window)}]" if window else rel
 

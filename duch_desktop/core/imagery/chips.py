@@ -32,7 +32,8 @@ import numpy as np
 from . import reading as imagery
 from ..jobs import Job, Progress, UserError
 from ..archive.reader import FileTodo, Work
-from ..archive.database import bump, display_rel
+from ..archive.database import bump
+from ..files import display_path
 
 DEFAULT_CHIP = 256  # pixels: chip size used with chip_m where the pixel size is unknown
 MIN_CHIP = 32  # pixels: smaller windows say nothing the model can read (and explode in number)
@@ -314,7 +315,7 @@ class ChipPlanning:
                     rep.updated += 1
             if cut is not None and (time.monotonic() - last > 0.5 or n == len(todo)):
                 last = time.monotonic()
-                yield Progress("plan", n, len(todo), display_rel(os.fsencode(f.entry.rel)), {"items": work.total})
+                yield Progress("plan", n, len(todo), display_path(f.entry.rel), {"items": work.total})
         return work.finish()
 
     def _plan_scene(self, conn, f: FileTodo, by_key: dict, head: Header) -> tuple[np.ndarray, np.ndarray]:
@@ -330,7 +331,7 @@ class ChipPlanning:
             row = by_key.pop(tuple(win), None)
             fp = json.dumps(footprints[i]) if footprints[i] else None
             if row is None:
-                inserts.append((i, (display_rel(rel_bytes), rel_bytes, *common, fp, meta_json, *win)))
+                inserts.append((i, (display_path(rel_bytes), rel_bytes, *common, fp, meta_json, *win)))
             elif changed or row[5] == "pending":
                 updates.append((*common, fp, meta_json, row[0]))
                 ids.append(row[0])

@@ -10,7 +10,6 @@ import hashlib
 import math
 import os
 import re
-import tempfile
 import warnings
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -25,6 +24,7 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
+from ..files import atomic_path
 from ..jobs import UserError
 
 SUPPORTED_SUFFIXES: frozenset[str] = frozenset({".tif", ".tiff", ".jpg", ".jpeg", ".png", ".jp2"})
@@ -463,18 +463,11 @@ def make_thumbnail(path: Path, dest: Path, size: int = 256, bands=None, window=N
     rgb, _ = _load(path, bands, window, 2 * size, stretch)
     h, w = rgb.shape[:2]
     img = Image.fromarray(rgb, "RGB").resize(_fit(w, h, size, grow=True), Image.LANCZOS)
-    dest, tmp = Path(dest), None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".thumb-", suffix=".tmp", dir=dest.parent)
-        with os.fdopen(fd, "wb") as f:
+        with atomic_path(dest) as tmp, open(tmp, "wb") as f:
             img.save(f, "JPEG", quality=88)
-        os.replace(tmp, dest)
-    except BaseException as e:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
-        if isinstance(e, OSError):
-            raise ImageryError(f"cannot write thumbnail: {_os_reason(e)}") from e
-        raise
+    except OSError as e:
+        raise ImageryError(f"cannot write thumbnail: {_os_reason(e)}") from e
 
 
 def quick_hash(path: Path) -> str:

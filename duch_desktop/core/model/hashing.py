@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..files import atomic_path, write_text_atomic
 from ..jobs import UserError
 
 HIDDEN = 4096
@@ -191,19 +191,16 @@ class DuchModel:
                 if fp16 and v.is_floating_point():
                     v = v.half()
                 tensors[f"{name}.{k}"] = v
-        fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
-        os.close(fd)
-        save_file(tensors, tmp)
-        digest = _file_sha256(Path(tmp))
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; a bundle is meant to be shared
-        os.replace(tmp, directory / WEIGHTS_FILE)
+        with atomic_path(directory / WEIGHTS_FILE) as tmp:
+            save_file(tensors, tmp)
+            digest = _file_sha256(Path(tmp))
         self.meta["weights_sha256"] = digest
         meta = {
             "format": BUNDLE_FORMAT, "bits": self.bits, "hidden": self.image_head.net[0].out_features,
             "image_dim": self.image_dim, "text_dim": self.text_dim,
             "image_encoder": self.image_encoder, "text_encoder": self.text_encoder, **self.meta,
         }
-        _atomic_write_text(directory / META_FILE, json.dumps(meta, indent=2, sort_keys=True, default=str))
+        write_text_atomic(directory / META_FILE, json.dumps(meta, indent=2, sort_keys=True, default=str))
         return directory
 
     @classmethod
@@ -261,9 +258,3 @@ def _state_digest(model: DuchModel) -> str:
     return h.hexdigest()
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)

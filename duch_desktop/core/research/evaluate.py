@@ -19,6 +19,7 @@ import numpy as np
 from ..training.augment import DEFAULT_VIEWS, training_texts
 from ..training.datasets import CaptionedImages, load_ucm
 from ..training.features import extract_image_features, extract_text_features
+from ..archive.hamming import hamming
 from ..model.hashing import DuchModel, pack_codes
 from ..jobs import Job, Progress
 from ..training.trainer import TrainConfig, TrainingData, train
@@ -36,21 +37,11 @@ ABLATIONS = (("no inter-modal NT-Xent (w_inter=0)", {"w_inter": 0.0}),
 
 # --------------------------------------------------------------------------- distances + metrics
 
-def hamming_distances(q_packed: np.ndarray, db_packed: np.ndarray, chunk_bytes: int = 1 << 26) -> np.ndarray:
-    """Packed uint8 codes (nq, B), (ndb, B) -> int32 Hamming distances (nq, ndb)."""
-    q, db = np.asarray(q_packed, np.uint8), np.asarray(db_packed, np.uint8)
-    out = np.empty((len(q), len(db)), np.int32)
-    step = max(1, chunk_bytes // max(1, db.size))
-    for s in range(0, len(q), step):
-        out[s:s + step] = np.bitwise_count(q[s:s + step, None, :] ^ db[None, :, :]).sum(-1, dtype=np.int32)
-    return out
-
-
 def distances(q: np.ndarray, db: np.ndarray) -> np.ndarray:
     """Hamming distance for packed uint8 codes, cosine distance (1 - cos) for real-valued vectors."""
     q, db = np.asarray(q), np.asarray(db)
     if q.dtype == np.uint8 and db.dtype == np.uint8:
-        return hamming_distances(q, db)
+        return hamming(q, db)
     qn = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
     dn = db / np.maximum(np.linalg.norm(db, axis=1, keepdims=True), 1e-12)
     return 1.0 - qn.astype(np.float64) @ dn.astype(np.float64).T

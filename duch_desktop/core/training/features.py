@@ -17,7 +17,6 @@ import hashlib
 import json
 import os
 import signal
-import tempfile
 import zlib
 from pathlib import Path
 from typing import Sequence
@@ -28,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 from .augment import DEFAULT_VIEWS, IMAGE_VIEWS, image_view
 from ..model.encoders import ImageEncoder, TextEncoder
 from ..imagery.reading import ImageryError, read_tile
+from ..files import atomic_path
 from ..jobs import Job, Progress, RateMeter, UserError
 
 # Part of every image key: bump when the decoding path changes what pixels the encoder sees.
@@ -59,14 +59,8 @@ class FeatureCache:
     def put(self, kind: str, key: str, vec: np.ndarray) -> None:
         path = self._path(kind, key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.save(f, np.asarray(vec, dtype=np.float32), allow_pickle=False)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.save(f, np.asarray(vec, dtype=np.float32), allow_pickle=False)
 
 
 def _sha1(*parts) -> str:

@@ -1,0 +1,52 @@
+"""File helpers every room shares: atomic writes and paths shown as text.
+
+Every file the app writes (model bundles, faiss files, thumbnails, feature caches, exports,
+results) goes through :func:`atomic_path`: a temp file ``.<name>.<random>.tmp`` in the same
+folder, then ``os.replace``, so an interrupted write never leaves half a file under the real
+name (and a killed one leaves only a temp file the next run can recognise by its name).
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[str]:
+    """A temp path next to ``path`` to write; moved onto ``path`` when the block ends without error,
+    removed when it raises. The file ends up readable by others (0644), as a bundle or an export is
+    meant to be shared (``mkstemp`` makes it private)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield tmp
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        unlink_quietly(tmp)
+        raise
+
+
+def write_text_atomic(path: str | os.PathLike, text: str, newline: str | None = None) -> None:
+    """Write ``text`` (UTF-8) to ``path`` through :func:`atomic_path`."""
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline=newline) as f:
+        f.write(text)
+
+
+def unlink_quietly(path: str | os.PathLike) -> None:
+    """Remove a file if it is there; a file that cannot be removed stays (a cache entry, a temp file)."""
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def display_path(path: str | bytes | os.PathLike) -> str:
+    """A path or file name as printable text: bytes that are not UTF-8 appear as ``\\xNN`` (never an
+    encode error), so SQLite, Qt, a terminal and a CSV file can all hold it."""
+    raw = bytes(path) if isinstance(path, (bytes, bytearray, memoryview)) else os.fsencode(path)
+    return raw.decode("utf-8", "backslashreplace")
