@@ -83,7 +83,7 @@ def main() -> None:
 
     from duch_desktop.core.model import defaults
     from duch_desktop.core.model.defaults import default_workers
-    from duch_desktop.core.model.hashing import DuchModel
+    from duch_desktop.core.model.bundle import DuchModel
     from duch_desktop.core.archive.archive import Archive
     from duch_desktop.core.jobs import UserError
 

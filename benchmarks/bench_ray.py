@@ -38,7 +38,7 @@ DEFAULT_GPU_RATE = 1000.0  # tiles/s per GPU, end to end: an assumption (see --h
 def _model():
     from duch_desktop.core.model import defaults
     from duch_desktop.core.model.encoders import DEFAULT_IMAGE_ENCODER, DEFAULT_TEXT_ENCODER
-    from duch_desktop.core.model.hashing import DuchModel
+    from duch_desktop.core.model.bundle import DuchModel
     from duch_desktop.core.jobs import UserError
 
     try:

@@ -175,7 +175,7 @@ def bench_text_query(codes: np.ndarray, k: int, queries: int) -> tuple[float, fl
     """(encode+hash ms, encode+hash+search ms, model used) with the default text encoder, if installed."""
     from duch_desktop.core.model import defaults
     from duch_desktop.core.model.encoders import load_text_encoder
-    from duch_desktop.core.model.hashing import DuchModel
+    from duch_desktop.core.model.bundle import DuchModel
     from duch_desktop.core.jobs import UserError
     from duch_desktop.core.archive.hamming import CodeIndex
 

@@ -195,7 +195,7 @@ def _evaluate_external(args) -> int:
     from .core.research.external import generalisation_set, load_labelled_folder, load_queries, report_markdown, \
         score_generalisation
     from .core.research.report import with_section
-    from .core.model.hashing import DuchModel
+    from .core.model.bundle import DuchModel
 
     load_queries(args.queries, load_labelled_folder(args.external).class_names)  # fail before loading encoders
     model = DuchModel.load(args.model or default_model_dir())

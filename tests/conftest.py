@@ -79,7 +79,7 @@ def make_tiny_model(bits: int = 16, seed: int = 0):
     """A randomly initialised DuchModel for the tiny encoders (deterministic per seed)."""
     import torch
 
-    from duch_desktop.core.model.hashing import DuchModel
+    from duch_desktop.core.model.bundle import DuchModel
 
     torch.manual_seed(seed)
     return DuchModel.new(image_dim=8, text_dim=8, bits=bits, image_encoder=IMAGE_ID, text_encoder=TEXT_ID, hidden=32)
@@ -270,7 +270,7 @@ def hf_model_dir(tmp_path_factory) -> Path:
     import torch
     from transformers import BertConfig, BertModel, BertTokenizer, ResNetConfig, ResNetModel
 
-    from duch_desktop.core.model.hashing import DuchModel
+    from duch_desktop.core.model.bundle import DuchModel
 
     base = tmp_path_factory.mktemp("hf")
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "the", "of", "with", "dense", "green", "forest",

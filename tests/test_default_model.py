@@ -4,7 +4,7 @@ import json
 import pytest
 
 from duch_desktop.core.model.defaults import default_model_dir, demo_dir
-from duch_desktop.core.model.hashing import DuchModel
+from duch_desktop.core.model.bundle import DuchModel
 from duch_desktop.core.archive.archive import Archive
 from duch_desktop.core.jobs import UserError, drive
 

@@ -10,7 +10,7 @@ import pytest
 
 from duch_desktop import cli_research
 from duch_desktop.core.research.evaluate import run_ucm_evaluation
-from duch_desktop.core.model.hashing import DuchModel
+from duch_desktop.core.model.bundle import DuchModel
 from duch_desktop.core.jobs import drive
 from duch_desktop.core.training.trainer import TrainConfig
 

@@ -14,7 +14,7 @@ from duch_desktop.cli import main
 from duch_desktop.core.research.external import (GeneralisationSet, load_labelled_folder, load_queries,
                                                  precision_hits, score_generalisation)
 from duch_desktop.core.research.report import kept_section, with_section
-from duch_desktop.core.model.hashing import pack_codes
+from duch_desktop.core.model.bundle import pack_codes
 from duch_desktop.core.jobs import UserError
 from tests.conftest import CLASSES, TinyImageEncoder, TinyTextEncoder, make_tiny_model
 

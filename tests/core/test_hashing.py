@@ -1,13 +1,14 @@
-"""Losses, heads and the bundle format of the DUCH hashing module."""
+"""The DUCH model: losses, heads, codes and the bundle format."""
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from duch_desktop.core.model.hashing import (DuchModel, Discriminator, HashHead, adversarial_loss, bit_balance_loss,
-                                       critic_loss, gradient_penalty, nt_xent, pack_codes, quantization_loss,
-                                       unpack_codes)
+from duch_desktop.core.model.bundle import DuchModel, pack_codes, unpack_codes
+from duch_desktop.core.model.heads import Discriminator, HashHead
+from duch_desktop.core.model.losses import (adversarial_loss, bit_balance_loss, critic_loss, gradient_penalty, nt_xent,
+                                            quantization_loss)
 from duch_desktop.core.jobs import UserError
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ..model.defaults import (check_encoder_dim, encoder_spec, load_image_encoder_for, load_text_encoder_for,
                               resolve_model)
-from ..model.hashing import DuchModel
+from ..model.bundle import DuchModel
 from .indexing import SAVE_EVERY_S, STRETCHES, Indexing, IndexReport, read_caption_texts
 from .hamming import CodeIndex, codes_from_rows
 from ..files import display_path

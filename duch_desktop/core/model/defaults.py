@@ -135,7 +135,7 @@ def check_encoder_dim(encoder, dim: int, kind: str) -> None:
 
 def load_model(directory: str | os.PathLike | None = None):
     """Load the hashing model bundle at ``directory`` (default: :func:`default_model_dir`)."""
-    from .hashing import DuchModel
+    from .bundle import DuchModel
 
     path = Path(directory) if directory is not None else default_model_dir()
     if not (path / "model.json").is_file():
@@ -145,7 +145,7 @@ def load_model(directory: str | os.PathLike | None = None):
 
 def resolve_model(model=None, recorded: str | None = None):
     """``(DuchModel, bundle dir or None)`` from a model, a bundle path, or else the recorded/default bundle."""
-    from .hashing import DuchModel
+    from .bundle import DuchModel
 
     if isinstance(model, DuchModel):
         return model, None

@@ -20,7 +20,7 @@ from ..training.augment import DEFAULT_VIEWS, training_texts
 from ..training.datasets import CaptionedImages, load_ucm
 from ..training.features import extract_image_features, extract_text_features
 from ..archive.hamming import hamming
-from ..model.hashing import DuchModel, pack_codes
+from ..model.bundle import DuchModel, pack_codes
 from ..jobs import Job, Progress
 from ..training.trainer import TrainConfig, TrainingData, train
 from .report import kept_section  # the generalisation block of results.md is written by another command

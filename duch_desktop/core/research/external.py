@@ -22,7 +22,7 @@ import numpy as np
 
 from .evaluate import distances
 from ..training.features import extract_image_features, extract_text_features
-from ..model.hashing import DuchModel
+from ..model.bundle import DuchModel
 from ..imagery.reading import SUPPORTED_SUFFIXES
 from ..jobs import Job, UserError
 

@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..model.hashing import (DuchModel, Discriminator, adversarial_loss, bit_balance_loss, critic_loss,
-                      nt_xent, quantization_loss)
+from ..model.bundle import DuchModel
+from ..model.heads import Discriminator
+from ..model.losses import critic_loss, duch_losses, nt_xent
 from ..jobs import Job, Progress, UserError
 
 
@@ -206,15 +207,7 @@ def train(data: TrainingData, config: TrainConfig, image_encoder: str, text_enco
             d_loss.backward()
             opt_d.step()
 
-            target = torch.sign((i1 + i2 + t1 + t2).detach() / 4)  # one binary code per image for all its views
-            losses = {
-                "inter": nt_xent(i1, t1, cfg.temperature),
-                "intra_image": nt_xent(i1, i2, cfg.temperature),
-                "intra_text": nt_xent(t1, t2, cfg.temperature),
-                "adversarial": adversarial_loss(critic, torch.cat([i1, i2]), torch.cat([t1, t2])),
-                "quantization": sum(quantization_loss(h, target) for h in (i1, i2, t1, t2)) / 4,
-                "balance": sum(bit_balance_loss(h) for h in (i1, i2, t1, t2)) / 4,
-            }
+            losses = duch_losses(critic, i1, i2, t1, t2, cfg.temperature)
             weights = {"inter": cfg.w_inter, "intra_image": cfg.w_intra_image, "intra_text": cfg.w_intra_text,
                        "adversarial": cfg.alpha, "quantization": cfg.beta, "balance": cfg.gamma}
             loss = sum(weights[k] * v for k, v in losses.items() if weights[k])

@@ -1,4 +1,4 @@
-"""DUCH hashing module: per-modality heads, discriminator, the losses, and the model bundle.
+"""The trained DUCH model as it is used and shipped: features -> packed binary codes, and the bundle.
 
 A bundle is a directory holding ``model.safetensors`` (weights, fp32 or fp16) and
 ``model.json`` (bits, dims, encoder identities, training config, metrics and the
@@ -15,98 +15,15 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from ..files import atomic_path, write_text_atomic
 from ..jobs import UserError
+from .heads import HIDDEN, HashHead
 
-HIDDEN = 4096
 BUNDLE_FORMAT = 1
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "model.json"
 
-
-class HashHead(nn.Module):
-    """Linear(d, 4096) -> BatchNorm -> ReLU -> Linear(4096, bits) -> tanh."""
-
-    def __init__(self, in_dim: int, bits: int, hidden: int = HIDDEN):
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.Linear(in_dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
-            nn.Linear(hidden, bits), nn.Tanh(),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
-
-
-class Discriminator(nn.Module):
-    """Critic telling image codes from text codes: Linear(K, 2K) -> BN -> ReLU -> Linear(2K, 1)."""
-
-    def __init__(self, bits: int):
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(bits, 2 * bits), nn.BatchNorm1d(2 * bits), nn.ReLU(inplace=True),
-                                 nn.Linear(2 * bits, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x).squeeze(-1)
-
-
-# --------------------------------------------------------------------------- losses
-
-def nt_xent(a: torch.Tensor, b: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """NT-Xent (SimCLR) between two aligned views: row i of ``a`` and of ``b`` are positives.
-
-    The 2N rows are cosine-compared; each row's positive is its partner, the other
-    2N - 2 rows are its negatives. Mean over the 2N rows.
-    """
-    n = a.shape[0]
-    z = F.normalize(torch.cat([a, b], dim=0), dim=1)
-    sim = z @ z.t() / temperature
-    sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
-    target = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
-    return F.cross_entropy(sim, target)
-
-
-def quantization_loss(codes: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean squared gap between real-valued codes and binary targets (default: their own sign)."""
-    if target is None:
-        target = torch.sign(codes).detach()
-    return (target - codes).pow(2).mean()
-
-
-def bit_balance_loss(codes: torch.Tensor) -> torch.Tensor:
-    """Mean over bits of (mean over the batch of that bit)^2: zero when each bit is +1 for half the batch."""
-    return codes.mean(dim=0).pow(2).mean()
-
-
-def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-    """WGAN-GP: (||grad critic(x_hat)|| - 1)^2 on random interpolates of the two code sets."""
-    eps = torch.rand(real.shape[0], 1, device=real.device)
-    x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
-    grad, = torch.autograd.grad(critic(x_hat).sum(), x_hat, create_graph=True)
-    return (grad.norm(2, dim=1) - 1).pow(2).mean()
-
-
-def critic_loss(critic: nn.Module, img_codes: torch.Tensor, txt_codes: torch.Tensor,
-                gp_weight: float = 10.0) -> torch.Tensor:
-    """Loss the discriminator minimises: score image codes high, text codes low (+ penalty)."""
-    img_codes, txt_codes = img_codes.detach(), txt_codes.detach()
-    return (critic(txt_codes).mean() - critic(img_codes).mean()
-            + gp_weight * gradient_penalty(critic, img_codes, txt_codes))
-
-
-def adversarial_loss(critic: nn.Module, img_codes: torch.Tensor, txt_codes: torch.Tensor) -> torch.Tensor:
-    """Loss both heads minimise to fool the critic: the negated Wasserstein estimate.
-
-    Its gradient moves image codes towards what the critic calls text *and* text codes
-    towards what it calls image; the paper's public code only moved the text side.
-    """
-    return critic(img_codes).mean() - critic(txt_codes).mean()
-
-
-# --------------------------------------------------------------------------- model + codes
 
 def pack_codes(h: np.ndarray | torch.Tensor) -> np.ndarray:
     """Real-valued codes (n, bits) -> binary codes packed as uint8 (n, bits/8); bit = h > 0."""
@@ -256,5 +173,3 @@ def _state_digest(model: DuchModel) -> str:
             h.update(k.encode())
             h.update(v.detach().cpu().float().numpy().tobytes())
     return h.hexdigest()
-
-
