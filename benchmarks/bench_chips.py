@@ -120,7 +120,7 @@ def main() -> None:
                 plan_s = time.perf_counter() - start
         index_s = time.perf_counter() - start
         report = archive.last_report
-        hit = archive._db().execute("SELECT id FROM tiles WHERE status = 'ok' LIMIT 1").fetchone()
+        hit = archive.db.connection().execute("SELECT id FROM tiles WHERE status = 'ok' LIMIT 1").fetchone()
         t = time.perf_counter()
         if hit:
             archive.scene_preview(hit[0], size=512)

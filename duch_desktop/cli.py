@@ -23,8 +23,8 @@ from pathlib import Path
 
 from .core.files import display_path
 from .core.jobs import UserError
+from .core.imagery.chips import window_text
 from .core.model import runtime
-from .core.archive.database import window_text
 
 OUTPUTS = ("json", "csv", "geojson")
 

@@ -178,10 +178,10 @@ def _private_data_dir(tmp_path_factory, monkeypatch):
     """Default index locations go to a temp dir, never to the real user data dir."""
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("xdg-data")))
     # The caption-bank cache would let one test's encoding stand in for another's.
-    from duch_desktop.core.archive import indexing
+    from duch_desktop.core.archive import captions
 
     bank = tmp_path_factory.mktemp("caption-bank")
-    monkeypatch.setattr(indexing, "caption_bank_dir", lambda: bank)
+    monkeypatch.setattr(captions, "caption_bank_dir", lambda: bank)
 
 
 @pytest.fixture

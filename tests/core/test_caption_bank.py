@@ -1,7 +1,7 @@
 """The model's caption bank is encoded once per model, not once per index."""
 import numpy as np
 
-from duch_desktop.core.archive import indexing
+from duch_desktop.core.archive import captions
 from duch_desktop.core.archive.archive import Archive
 from tests.conftest import TinyTextEncoder, make_tile_folder, run_job
 
@@ -19,7 +19,7 @@ def test_a_second_index_reuses_the_caption_bank_of_the_first(tmp_path, tiny_mode
     first_text, second_text = TinyTextEncoder(), TinyTextEncoder()
     first = _index(tmp_path, "a", tiny_model_dir, tiny_encoders, first_text)
     second = _index(tmp_path, "b", tiny_model_dir, tiny_encoders, second_text)
-    bank = len(indexing.read_caption_texts(tiny_model_dir / "captions.json"))
+    bank = len(captions.read_caption_texts(tiny_model_dir / "captions.json"))
     assert first_text.texts == bank and second_text.texts == 0
     assert first.stats()["captions"] == second.stats()["captions"] == bank
     assert [(h.text, h.distance) for h in first.captions_for(1)] == [(h.text, h.distance) for h in second.captions_for(1)]
@@ -28,11 +28,11 @@ def test_a_second_index_reuses_the_caption_bank_of_the_first(tmp_path, tiny_mode
 
 def test_a_damaged_bank_cache_is_encoded_again(tmp_path, tiny_model_dir, tiny_encoders):
     _index(tmp_path, "a", tiny_model_dir, tiny_encoders, TinyTextEncoder()).close()
-    for f in indexing.caption_bank_dir().glob("*.npy"):
+    for f in captions.caption_bank_dir().glob("*.npy"):
         f.write_bytes(b"\x93NUMPY garbage")
     text = TinyTextEncoder()
     arch = _index(tmp_path, "b", tiny_model_dir, tiny_encoders, text)
     assert text.texts > 0 and arch.stats()["captions"] > 0
-    codes = [np.load(f) for f in indexing.caption_bank_dir().glob("*.npy")]
+    codes = [np.load(f) for f in captions.caption_bank_dir().glob("*.npy")]
     assert codes and all(c.dtype == np.uint8 for c in codes)
     arch.close()

@@ -41,7 +41,7 @@ def _assert_consistent(archive: Archive) -> None:
         pending = conn.execute("SELECT COUNT(*) FROM tiles WHERE status = 'pending'").fetchone()[0]
     finally:
         conn.close()
-    assert archive._codes["tiles"].ntotal == ok and pending == 0
+    assert archive.tables["tiles"].ntotal == ok and pending == 0
 
 
 def _open(index_dir, model, root=None, enc=None) -> Archive:
@@ -264,7 +264,7 @@ def test_cancel_mid_scene_resumes_with_the_missing_chips(tmp_path, scene_folder,
     job.close()
     assert archive.last_report.cancelled and archive.last_report.chips == 4
     assert (archive.stats()["pending"], archive.stats()["tiles"]) == (24, 12)
-    assert archive._codes["tiles"].ntotal == 12
+    assert archive.tables["tiles"].ntotal == 12
     archive.close()
 
     enc = TinyImageEncoder()
@@ -309,7 +309,7 @@ def test_hostile_corpus_in_chip_mode(tmp_path, tiny_model):
                            text_encoder=TinyTextEncoder(), create_root=root)
     report, _ = run_job(archive.index(workers=0, batch_size=16, chip=4096))  # the 40000 px files get 100 chips
     statuses: dict[str, set] = {}
-    for rel, status in archive._db().execute("SELECT rel, status FROM tiles"):
+    for rel, status in archive.db.connection().execute("SELECT rel, status FROM tiles"):
         statuses.setdefault(rel, set()).add(status)
     assert set(statuses) == {os.fsencode(r).decode("utf-8", "backslashreplace") for r in expected}
     for rel, outcome in expected.items():

@@ -185,11 +185,11 @@ def test_archive_with_clustered_indexes_saves_reloads_and_rebuilds(tiny_clusters
         return Archive.open(archive.index_dir, model=archive.model, image_encoder=tiny_encoders.image,
                             text_encoder=tiny_encoders.text)
 
-    rows = archive._db().execute("SELECT id, code FROM tiles WHERE status = 'ok' AND code IS NOT NULL").fetchall()
+    rows = archive.db.connection().execute("SELECT id, code FROM tiles WHERE status = 'ok' AND code IS NOT NULL").fetchall()
     ref = {i: np.frombuffer(c, dtype=np.uint8) for i, c in rows}
-    assert archive._codes["tiles"].clustered and archive._codes["captions"].clustered
+    assert archive.tables["tiles"].clustered and archive.tables["captions"].clustered
     for q in ref.values():
-        check(archive._codes["tiles"], ref, q, 5)
+        check(archive.tables["tiles"], ref, q, 5)
     expected = [(h.tile_id, h.distance) for h in archive.search_text("green forest", k=len(ref))]
     assert sorted(d for _, d in expected) == [d for _, d in expected] and len(expected) == len(ref)
     archive.close()
@@ -200,7 +200,7 @@ def test_archive_with_clustered_indexes_saves_reloads_and_rebuilds(tiny_clusters
             path.write_bytes(damage)
         again = reopen()
         try:
-            assert again._codes["tiles"].clustered
+            assert again.tables["tiles"].clustered
             assert [(h.tile_id, h.distance) for h in again.search_text("green forest", k=len(ref))] == expected
         finally:
             again.close()

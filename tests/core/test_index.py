@@ -28,7 +28,7 @@ def _open(index_dir, model, root=None) -> Archive:
 
 
 def _id_of(archive: Archive, rel: str) -> int:
-    return archive._db().execute("SELECT id FROM tiles WHERE rel = ?", (rel,)).fetchone()[0]
+    return archive.db.connection().execute("SELECT id FROM tiles WHERE rel = ?", (rel,)).fetchone()[0]
 
 
 def _codes_by_rel(index_dir: Path) -> dict[bytes, tuple]:
@@ -45,7 +45,7 @@ def _codes_by_rel(index_dir: Path) -> dict[bytes, tuple]:
 
 def _assert_consistent(archive: Archive) -> None:
     ok = sum(1 for s, _ in _codes_by_rel(archive.index_dir).values() if s == "ok")
-    assert archive._codes["tiles"].ntotal == ok
+    assert archive.tables["tiles"].ntotal == ok
     assert archive.stats()["tiles"] == ok
 
 
@@ -389,12 +389,13 @@ def test_format_1_index_is_migrated(archive, tile_folder, tiny_encoders):
     conn.close()
 
     again = _open(archive.index_dir, archive.model)
-    assert again._db().execute("SELECT value FROM meta WHERE key = 'format'").fetchone()[0] == 2
+    assert again.db.connection().execute("SELECT value FROM meta WHERE key = 'format'").fetchone()[0] == 2
     assert [(h.tile_id, h.distance) for h in again.search_text("green forest", k=N)] == expected
     assert _codes_by_rel(archive.index_dir) == rows and all(h.window is None for h in again.search_text("x"))
     write_tile(tile_folder / "water" / "water_3.tif", "water", seed=23, geo=True)
     enc = TinyImageEncoder()
-    again._image_encoder = enc
+    again.close()
+    again = Archive.open(archive.index_dir, model=archive.model, image_encoder=enc, text_encoder=TinyTextEncoder())
     report, _ = run_job(again.index(workers=0))
     assert (report.added, report.unchanged, enc.images) == (1, N - 1, 1)
     assert _id_of(again, "water/water_3.tif") == last + 1

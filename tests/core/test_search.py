@@ -15,7 +15,7 @@ N = len(CLASSES) * PER_CLASS
 
 
 def _all_codes(archive: Archive) -> dict[int, np.ndarray]:
-    rows = archive._db().execute("SELECT id, code FROM tiles WHERE status = 'ok'").fetchall()
+    rows = archive.db.connection().execute("SELECT id, code FROM tiles WHERE status = 'ok'").fetchall()
     return {i: np.frombuffer(c, np.uint8) for i, c in rows}
 
 

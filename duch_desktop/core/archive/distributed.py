@@ -221,20 +221,20 @@ def _builtin_encoder(encoder) -> bool:
     return isinstance(encoder, (encoders.EfficientNetLiteEncoder, encoders.HFImageEncoder, OnnxImageEncoder))
 
 
-def worker_spec(archive, opts: dict, threads: int) -> WorkerSpec:
-    """The :class:`WorkerSpec` of ``archive``'s run: built-in encoders are rebuilt on the workers
-    from the model's identity; encoder objects given to the archive, or made by a registered
-    factory (plug-ins), travel pickled."""
+def worker_spec(encoders, opts: dict, threads: int) -> WorkerSpec:
+    """The :class:`WorkerSpec` of a run with ``encoders`` (:class:`defaults.Encoders`): built-in
+    encoders are rebuilt on the workers from the model's identity; encoder objects given to the
+    archive, or made by a registered factory (plug-ins), travel pickled."""
     from ..model.defaults import encoder_spec, has_encoder_factory
 
-    spec = encoder_spec(archive.model, "image")
-    encoder = archive.loaded_image_encoder
+    spec = encoder_spec(encoders.model, "image")
+    encoder = encoders.loaded_image
     if encoder is None and has_encoder_factory(spec):
-        encoder = archive.image_encoder  # a plug-in the workers' registry may not know
+        encoder = encoders.image  # a plug-in the workers' registry may not know
     if encoder is not None and _builtin_encoder(encoder):
         encoder = None
     bands = tuple(opts["bands"]) if opts["bands"] else None
-    return WorkerSpec(archive.model, encoder, spec, bands, opts["stretch"], threads)
+    return WorkerSpec(encoders.model, encoder, spec, bands, opts["stretch"], threads)
 
 
 def _plan_workers(ray, wanted: int | None) -> tuple[int, dict]:
@@ -249,7 +249,7 @@ def _plan_workers(ray, wanted: int | None) -> tuple[int, dict]:
     return n, args
 
 
-def ray_batches(archive, work: Work, opts: dict, batch_size: int, options: RayOptions) -> Iterator[list[dict] | str]:
+def ray_batches(encoders, work: Work, opts: dict, batch_size: int, options: RayOptions) -> Iterator[list[dict] | str]:
     """Items decoded and encoded on Ray, as batches of the local reader's item dicts plus ``code``.
 
     A generator: closing it stops the dataset (and a Ray instance it started). Its first value is
@@ -261,7 +261,7 @@ def ray_batches(archive, work: Work, opts: dict, batch_size: int, options: RayOp
         workers, remote_args = _plan_workers(ray, options.workers)
         total = work.total
         rows = int(min(MAX_BLOCK_ROWS, max(batch_size, -(-total // (workers * BLOCKS_PER_WORKER)))))
-        spec = worker_spec(archive, opts, max(1, int(remote_args["num_cpus"])))
+        spec = worker_spec(encoders, opts, max(1, int(remote_args["num_cpus"])))
         # The item table goes to the object store up front (~100 bytes an item), one block per task.
         # A custom datasource would stream it, but its read tasks need CPUs that the workers hold;
         # from_blocks, where this Ray has it, skips from_arrow's remote metadata tasks (seconds a run).

@@ -347,13 +347,6 @@ def _codes(codes: np.ndarray | None, bits: int) -> np.ndarray:
     return a
 
 
-def codes_from_rows(rows: Sequence[tuple[int, bytes]], bits: int) -> tuple[list[int], np.ndarray]:
-    """``[(id, code blob)]`` -> (ids, uint8 (n, bits/8)) ready for :meth:`CodeIndex.reset`."""
-    ids = [r[0] for r in rows]
-    codes = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.uint8).reshape(len(rows), bits // 8)
-    return ids, codes
-
-
 def hamming(a: np.ndarray, b: np.ndarray, chunk_bytes: int = 1 << 26) -> np.ndarray:
     """Hamming distances between packed uint8 codes ``a`` (n, B) and ``b`` (m, B) -> int32 (n, m).
 

@@ -1,8 +1,9 @@
 """The indexing run: scan the folder, diff it against the archive, plan chips, encode, commit.
 
-:class:`Indexing` is a mixin of :class:`index.Archive` (state lives there: ``self._codes``,
-``self._gens``, ``self.model``...). A run is a :data:`jobs.Job`: scan -> diff (moves, removals,
-per file) -> plan (scenes cut into chips, see :mod:`chips`) -> decode + encode batch by batch,
+:class:`Indexer` works on the parts :class:`archive.Archive` gives it (the database, the Hamming
+tables, the thumbnail cache, the model and its encoders). A run is a :data:`jobs.Job`: scan ->
+diff (moves, removals, per file) -> plan (scenes cut into chips, see :mod:`planning`) -> decode
+(:mod:`reader`) + encode batch by batch,
 each batch committing rows and codes together, so that a cancel or a kill -9 at any moment
 leaves an index that opens and resumes without duplicates or losses. A scene's chip rows are
 written as 'pending' before its first chip is encoded, so a scene interrupted half-way resumes
@@ -10,10 +11,8 @@ with its missing chips only. One run per index directory at a time (:class:`_Run
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,15 +20,18 @@ from typing import Iterator
 
 import numpy as np
 
+from ..files import display_path
 from ..imagery import chips
 from ..imagery import reading as imagery
-from ..model.defaults import default_workers
-from ..files import display_path
 from ..jobs import Job, Progress, RateMeter, UserError
-from .reader import FileTodo, TileReader, Work, as_list
-from .hamming import CodeIndex
+from ..model.defaults import Encoders, default_workers
+from .captions import caption_bank_codes, encode_captions, read_caption_texts
+from .database import FAISS_FILES, RUN_LOCK, Database, now
+from .planning import ChipPlanner
 from .queries import DEFAULT_INPUT_SIZE
-from .database import FAISS_FILES, RUN_LOCK, TILE_KEY, bump, connect, get_meta, now, set_meta
+from .reader import FileTodo, TileReader, Work, as_list
+from .tables import CodeTables
+from .thumbs import Thumbnails
 
 STRETCHES = ("auto", "percentile", "none")
 SAVE_EVERY_S = 30.0  # rewrite tiles.faiss this often during a long run (bounds the rebuild after a crash)
@@ -56,11 +58,14 @@ class IndexReport:
     nodata: int = 0  # chips without any valid pixel, recorded as skipped
 
 
-ROWS_SQL = "SELECT id, rel_bytes, size, mtime_ns, content_hash, status, win_col, win_row, win_w, win_h FROM tiles"
+class Indexer:
+    """Write side of an archive: bringing the index up to date with the folder."""
 
-
-class Indexing(chips.ChipPlanning):
-    """Write side of :class:`index.Archive`: bringing the index up to date with the folder."""
+    def __init__(self, db: Database, tables: CodeTables, thumbs: Thumbnails, encoders: Encoders,
+                 root: Path, index_dir: Path, model_dir: Path | None):
+        self.db, self.tables, self.thumbs, self.encoders = db, tables, thumbs, encoders
+        self.model, self.root, self.index_dir, self.model_dir = encoders.model, root, index_dir, model_dir
+        self.last_report: IndexReport | None = None
 
     def index(self, bands=None, follow_symlinks: bool = False, batch_size: int = 32, workers: int | None = None,
               captions_file=None, stretch: str | None = None, chip: int | None = None,
@@ -86,7 +91,7 @@ class Indexing(chips.ChipPlanning):
             raise UserError(f'unknown stretch "{stretch}": use one of {", ".join(STRETCHES)}')
         if batch_size < 1:
             raise UserError("the batch size must be at least 1")
-        cut = chips.resolve_options(self.chip_options, chip, overlap, chip_m)
+        cut = chips.resolve_options(self.db.chip_options(), chip, overlap, chip_m)
         user_captions = read_caption_texts(Path(captions_file)) if captions_file is not None else []
         workers = default_workers() if workers is None else max(0, int(workers))
         cluster = None
@@ -108,108 +113,102 @@ class Indexing(chips.ChipPlanning):
         for name in FAISS_FILES.values():  # temp files of a run that was killed while saving
             for tmp in self.index_dir.glob(f".{name}.*.tmp"):
                 tmp.unlink(missing_ok=True)
-        conn = connect(self.db_path)
+        db = self.db.dedicated()
         try:
-            opts = self._options(conn, bands, stretch)
-            yield from self._start_run(conn, opts, cut)
-            yield from self._fill_captions(conn, user_captions)
+            opts = self._options(db, bands, stretch)
+            yield from self._start_run(db, opts, cut)
+            yield from self._fill_captions(db, user_captions)
             entries = yield from self._scan(follow_symlinks, rep)
-            todo = self._apply_diff(conn, entries, rep)
-            work = yield from self._plan(conn, todo, cut, rep)
-            yield from self._encode(conn, work, opts, batch_size, workers, rep, cluster)
+            todo = self._apply_diff(db, entries, rep)
+            work = yield from ChipPlanner(db, self._dropped).plan(todo, cut, rep)
+            yield from self._encode(db, work, opts, batch_size, workers, rep, cluster)
         except (GeneratorExit, KeyboardInterrupt):
             rep.cancelled = True
             raise
         finally:
             try:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
+                db.rollback_open_transaction()
                 for which in FAISS_FILES:
-                    self._sync_codes(conn, which)
-                set_meta(conn, "last_indexed", now())
+                    self.tables.sync(db, which)
+                db.set_meta("last_indexed", now())
             finally:
-                conn.close()
+                db.close()
                 lock.release()
                 rep.seconds = time.perf_counter() - start
         return rep
 
-    def _options(self, conn, bands, stretch) -> dict:
+    def _options(self, db: Database, bands, stretch) -> dict:
         """Band/stretch options of this run: the given ones, else those the index was built with."""
-        stored = json.loads(get_meta(conn, "options") or "{}")
-        return {"bands": list(bands) if bands is not None else stored.get("bands"),
-                "stretch": stretch or stored.get("stretch") or "auto"}
+        stored = db.options()
+        return {"bands": list(bands) if bands is not None else stored["bands"], "stretch": stretch or stored["stretch"]}
 
-    def _start_run(self, conn, opts: dict, cut: chips.ChipOptions | None) -> Job[None]:
+    def _dropped(self, gen: int, ids) -> None:
+        """Rows committed in generation ``gen`` lost their codes (changed, moved away, removed)."""
+        self.tables.update("tiles", gen, remove=ids)
+        self.thumbs.drop(ids)
+
+    def _start_run(self, db: Database, opts: dict, cut: chips.ChipOptions | None) -> Job[None]:
         """Record model and options; mark for re-encoding what a change of model or options affects."""
         fp = self.model.fingerprint
-        stored_fp, stored_opts = get_meta(conn, "model_fingerprint"), get_meta(conn, "options")
+        stored_fp, stored_opts = db.get_meta("model_fingerprint"), db.get_meta("options")
         new_opts = json.dumps(opts, sort_keys=True)
         new_cut = cut.to_json() if cut else None
         reason = ("the hashing model changed" if stored_fp not in (None, fp) else
                   "the band/stretch options changed" if stored_opts not in (None, new_opts) else None)
-        conn.execute("BEGIN IMMEDIATE")
         n, rechip = 0, []
+        with db.transaction():
+            if reason:
+                n = db.mark_all_pending(captions_too=stored_fp != fp)
+                tiles_gen = db.bump("tiles")
+                captions_gen = db.bump("captions") if stored_fp != fp else None
+            elif db.get_meta("chips") != new_cut:
+                rechip = db.rows_to_rechip(cut)
+                db.mark_pending(rechip)
+                tiles_gen = db.bump("tiles") if rechip else None
+            for key, value in (("model_fingerprint", fp), ("options", new_opts), ("bits", self.model.bits),
+                               ("image_encoder", self.model.image_encoder), ("text_encoder", self.model.text_encoder),
+                               ("model_dir", str(self.model_dir) if self.model_dir else None), ("chips", new_cut)):
+                db.set_meta(key, value)
         if reason:
-            n = conn.execute("UPDATE tiles SET status = 'pending', code = NULL").rowcount
-            tiles_gen = bump(conn, "tiles")
-            if stored_fp != fp:
-                conn.execute("UPDATE captions SET code = NULL")
-                captions_gen = bump(conn, "captions")
-        elif get_meta(conn, "chips") != new_cut:
-            rechip = chips.rows_to_rechip(conn, cut)
-            conn.executemany("UPDATE tiles SET status = 'pending', code = NULL WHERE id = ?", [(i,) for i in rechip])
-            tiles_gen = bump(conn, "tiles") if rechip else None
-        for key, value in (("model_fingerprint", fp), ("options", new_opts), ("bits", self.model.bits),
-                           ("image_encoder", self.model.image_encoder), ("text_encoder", self.model.text_encoder),
-                           ("model_dir", str(self.model_dir) if self.model_dir else None), ("chips", new_cut)):
-            set_meta(conn, key, value)
-        conn.execute("COMMIT")
-        if reason:
-            self.bits = self.model.bits
-            self._codes["tiles"], self._gens["tiles"] = CodeIndex(self.bits), tiles_gen
-            if stored_fp != fp:
-                self._codes["captions"], self._gens["captions"] = CodeIndex(self.bits), captions_gen
+            self.tables.clear("tiles", tiles_gen, self.model.bits)
+            if captions_gen is not None:
+                self.tables.clear("captions", captions_gen, self.model.bits)
             yield Progress("index", 0, 0, f"{reason}: re-encoding all {n} tiles", {"reencode": n})
         elif rechip:
-            self._codes["tiles"].update(remove=rechip)
-            self._gens["tiles"] = tiles_gen
+            self.tables.update("tiles", tiles_gen, remove=rechip)
             yield Progress("index", 0, 0, f"the chip options changed: re-chipping {len(rechip)} tiles",
                            {"reencode": len(rechip)})
 
-    def _fill_captions(self, conn, user_captions: list[str]) -> Job[None]:
-        """Encode the model bundle's captions (once per model, see :func:`caption_bank_codes`) and the
-        user's captions into the caption archive."""
+    def _fill_captions(self, db: Database, user_captions: list[str]) -> Job[None]:
+        """Encode the model bundle's captions (once per model, see :func:`captions.caption_bank_codes`)
+        and the user's captions into the caption archive."""
         fp = self.model.fingerprint
         texts: list[tuple[str, str]] = []
         bank: dict[str, np.ndarray] = {}
-        if get_meta(conn, "captions_fingerprint") != fp and self.model_dir is not None:
+        if db.get_meta("captions_fingerprint") != fp and self.model_dir is not None:
             bundle = self.model_dir / "captions.json"
             if bundle.is_file():
                 texts += [(t, "model") for t in read_caption_texts(bundle)]
                 bank_texts = [t for t, _ in texts]
-                bank = dict(zip(bank_texts, (yield from caption_bank_codes(self.model, self.text_encoder, bank_texts))))
+                bank = dict(zip(bank_texts, (yield from caption_bank_codes(self.model, self.encoders.text, bank_texts))))
         texts += [(t, "user") for t in user_captions]
-        known = {t for (t,) in conn.execute("SELECT text FROM captions")}
-        work = [(cid, t, None) for cid, t in conn.execute("SELECT id, text FROM captions WHERE code IS NULL")]
+        known, uncoded = db.caption_texts()
+        work = [(cid, t, None) for cid, t in uncoded]
         for text, source in texts:
             if text not in known:
                 known.add(text)
                 work.append((None, text, source))
         todo = [t for _, t, _ in work if t not in bank]
-        encoded = yield from _encode_captions(self.model, self.text_encoder, todo)
+        encoded = yield from encode_captions(self.model, self.encoders.text, todo)
         bank.update(zip(todo, encoded))
-        conn.execute("BEGIN IMMEDIATE")
-        for (cid, text, source), code in ((w, bank[w[1]]) for w in work):
-            if cid is None:
-                conn.execute("INSERT INTO captions(text, source, code) VALUES(?, ?, ?)", (text, source, code.tobytes()))
-            else:
-                conn.execute("UPDATE captions SET code = ? WHERE id = ?", (code.tobytes(), cid))
+        with db.transaction():
+            for cid, text, source in work:
+                db.put_caption(cid, text, source, bank[text].tobytes())
+            if work:
+                db.bump("captions")
+            db.set_meta("captions_fingerprint", fp)
         if work:
-            bump(conn, "captions")
-        set_meta(conn, "captions_fingerprint", fp)
-        conn.execute("COMMIT")
-        if work:
-            self._sync_codes(conn, "captions")
+            self.tables.sync(db, "captions")
 
     def _scan(self, follow_symlinks: bool, rep: IndexReport) -> Job[list]:
         """Every candidate file under the root (minus the index itself if it sits inside)."""
@@ -226,10 +225,10 @@ class Indexing(chips.ChipPlanning):
         rep.warnings = len(problems)
         return entries
 
-    def _apply_diff(self, conn, entries: list, rep: IndexReport) -> list[FileTodo]:
+    def _apply_diff(self, db: Database, entries: list, rep: IndexReport) -> list[FileTodo]:
         """Commit moves and removals (of whole files: all of a scene's chips); return the files to work on."""
         by_rel: dict[bytes, list] = {}
-        for r in conn.execute(ROWS_SQL):
+        for r in db.file_rows():
             by_rel.setdefault(bytes(r[1]), []).append(r)
         todo, new = [], []
         for e in entries:
@@ -260,23 +259,19 @@ class Indexing(chips.ChipPlanning):
             else:
                 fresh.append(e)
         removed = [r[0] for rows in by_rel.values() for r in rows]
-        conn.execute("BEGIN IMMEDIATE")
-        for rows, e in moves:
-            conn.execute("UPDATE tiles SET rel = ?, rel_bytes = ?, size = ?, mtime_ns = ? WHERE rel_bytes = ?",
-                         (display_path(e.rel), os.fsencode(e.rel), e.size, e.mtime_ns, rows[0][1]))
-            if any(r[5] == "pending" for r in rows):
-                todo.append(FileTodo(e, [(*r[:2], e.size, e.mtime_ns, *r[4:]) for r in rows]))
-        conn.executemany("DELETE FROM tiles WHERE id = ?", [(i,) for i in removed])
-        gen = bump(conn, "tiles") if removed else None
-        conn.execute("COMMIT")
+        with db.transaction():
+            for rows, e in moves:
+                db.move_file(rows[0][1], display_path(e.rel), os.fsencode(e.rel), e.size, e.mtime_ns)
+                if any(r[5] == "pending" for r in rows):
+                    todo.append(FileTodo(e, [(*r[:2], e.size, e.mtime_ns, *r[4:]) for r in rows]))
+            db.delete_tiles(removed)
+            gen = db.bump("tiles") if removed else None
         if removed:
-            self._codes["tiles"].update(remove=removed)
-            self._gens["tiles"] = gen
-            self._drop_thumbs(removed)
+            self._dropped(gen, removed)
         rep.moved, rep.removed = len(moves), len(removed)
         return todo + [FileTodo(e, []) for e in fresh]
 
-    def _encode(self, conn, work: Work, opts: dict, batch_size: int, workers: int, rep: IndexReport,
+    def _encode(self, db: Database, work: Work, opts: dict, batch_size: int, workers: int, rep: IndexReport,
                 cluster=None) -> Job[None]:
         """Decode and encode (here, or on Ray with ``cluster``), commit batch by batch, yielding after each commit."""
         total = work.total
@@ -287,7 +282,7 @@ class Indexing(chips.ChipPlanning):
         else:
             from .distributed import ray_batches
 
-            batches = ray_batches(self, work, opts, batch_size, cluster)
+            batches = ray_batches(self.encoders, work, opts, batch_size, cluster)
         meter, done, saved = RateMeter(), 0, time.monotonic()
         try:
             for batch in batches:
@@ -295,21 +290,19 @@ class Indexing(chips.ChipPlanning):
                     yield Progress("index", 0, 0, batch)
                     continue
                 known, ids, codes = [], [], []
-                conn.execute("BEGIN IMMEDIATE")
-                for b in batch:
-                    tid = self._commit_item(conn, work, b, b["code"], known, rep)
-                    if b["code"] is not None:
-                        ids.append(tid)
-                        codes.append(b["code"])
-                codes = np.stack(codes) if codes else np.zeros((0, self.bits // 8), np.uint8)
-                gen = bump(conn, "tiles")
-                conn.execute("COMMIT")
-                self._codes["tiles"].update(remove=known, ids=ids, codes=codes)
-                self._gens["tiles"] = gen
-                self._drop_thumbs(known)
+                with db.transaction():
+                    for b in batch:
+                        tid = self._commit_item(db, work, b, b["code"], known, rep)
+                        if b["code"] is not None:
+                            ids.append(tid)
+                            codes.append(b["code"])
+                    gen = db.bump("tiles")
+                codes = np.stack(codes) if codes else np.zeros((0, self.tables.bits // 8), np.uint8)
+                self.tables.update("tiles", gen, remove=known, ids=ids, codes=codes)
+                self.thumbs.drop(known)
                 done += len(batch)
                 if time.monotonic() - saved > SAVE_EVERY_S:
-                    self._save_codes(conn, "tiles", self._codes["tiles"], gen)
+                    self.tables.save(db, "tiles")
                     saved = time.monotonic()
                 yield Progress("index", done, total, work.label(batch[-1]["i"]),
                                {"rate": meter.rate(done), "eta": meter.eta(done, total), "errors": rep.errors,
@@ -320,7 +313,7 @@ class Indexing(chips.ChipPlanning):
     def _local_batches(self, work: Work, opts: dict, batch_size: int, workers: int) -> Iterator[list[dict]]:
         """Items decoded by DataLoader workers and encoded here: :class:`TileReader` dicts plus
         ``code`` (packed, or None for an unreadable or nodata item), batch by batch."""
-        encoder = self.image_encoder
+        encoder = self.encoders.image
         reader = TileReader(work, int(getattr(encoder, "input_size", DEFAULT_INPUT_SIZE)), opts["bands"],
                             opts["stretch"])
         from torch.utils.data import DataLoader
@@ -342,7 +335,7 @@ class Indexing(chips.ChipPlanning):
         finally:
             del batches  # shuts the decoding workers down now, also on cancel
 
-    def _commit_item(self, conn, work: Work, item: dict, code: np.ndarray | None, known: list,
+    def _commit_item(self, db: Database, work: Work, item: dict, code: np.ndarray | None, known: list,
                      rep: IndexReport) -> int:
         """Write one decoded item (inside the batch's transaction); count it; return its row id."""
         i = item["i"]
@@ -351,12 +344,11 @@ class Indexing(chips.ChipPlanning):
         blob = code.tobytes() if code is not None else None
         if tid < 0:  # a whole file: insert, or update its row in place
             entry = work.entries[f]
-            tid = conn.execute(UPSERT_TILE, _tile_row(entry, item, status, blob)).fetchone()[0]
+            tid = db.upsert_tile(_tile_row(entry, item, status, blob))
             if work.known[f]:
                 known.append(tid)
         else:  # a chip: its row was written by the plan
-            conn.execute("UPDATE tiles SET status = ?, error = ?, code = ? WHERE id = ?",
-                         (status, item["error"], blob, tid))
+            db.set_tile_result(tid, status, item["error"], blob)
             rep.chips += 1
         rep.errors += status == "error"
         rep.nodata += status == "nodata"
@@ -372,17 +364,6 @@ class Indexing(chips.ChipPlanning):
 
 # --------------------------------------------------------------------------- helpers
 
-UPSERT_TILE = f"""
-INSERT INTO tiles(rel, rel_bytes, size, mtime_ns, content_hash, width, height, bands, dtype, crs,
-                  footprint, meta, status, error, code)
-VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT({TILE_KEY}) DO UPDATE SET
-    rel = excluded.rel, size = excluded.size, mtime_ns = excluded.mtime_ns, content_hash = excluded.content_hash,
-    width = excluded.width, height = excluded.height, bands = excluded.bands, dtype = excluded.dtype,
-    crs = excluded.crs, footprint = excluded.footprint, meta = excluded.meta, status = excluded.status,
-    error = excluded.error, code = excluded.code
-RETURNING id
-"""
 def _tile_row(entry, item: dict, status: str, blob: bytes | None) -> tuple:
     rel_bytes = os.fsencode(entry.rel)
     m = item["meta"] or {}
@@ -400,73 +381,6 @@ def _parse_bands(bands) -> tuple[int, ...] | None:
         return imagery.parse_bands(text)
     except ValueError as e:
         raise UserError(str(e)) from e
-
-
-def caption_bank_dir() -> Path:
-    """Where the codes of model bundles' caption banks are cached (the user cache dir)."""
-    from platformdirs import user_cache_dir
-
-    from ..model.defaults import APP_NAME
-
-    return Path(user_cache_dir(APP_NAME)) / "captions"
-
-
-def caption_bank_codes(model, text_encoder, texts: list[str]) -> Job[np.ndarray]:
-    """Packed codes of a model's caption bank, encoded once per model and cached, not once per index.
-
-    Keyed by the model's fingerprint, its text encoder's identity and the texts; the runtime that
-    encoded them does not matter (its features agree to 1e-4, see :mod:`runtime`).
-    """
-    key = hashlib.sha256(json.dumps([model.fingerprint, model.text_encoder, texts]).encode()).hexdigest()[:32]
-    path = caption_bank_dir() / f"{key}.npy"
-    try:
-        codes = np.load(path, allow_pickle=False)
-        if codes.shape == (len(texts), model.bits // 8) and codes.dtype == np.uint8:
-            return codes
-    except (OSError, ValueError, EOFError):
-        pass  # not cached yet, or damaged: encode again
-    codes = yield from _encode_captions(model, text_encoder, texts)
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, codes, allow_pickle=False)
-        os.replace(tmp, path)
-    except OSError:
-        pass  # a read-only cache only costs the encoding next time
-    finally:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-    return codes
-
-
-def _encode_captions(model, text_encoder, texts: list[str]) -> Job[np.ndarray]:
-    codes = [np.zeros((0, model.bits // 8), np.uint8)]
-    for start in range(0, len(texts), 256):
-        codes.append(model.text_codes(text_encoder.encode(texts[start:start + 256])))
-        yield Progress("captions", min(len(texts), start + 256), len(texts), "encoding captions")
-    return np.concatenate(codes)
-
-
-def read_caption_texts(path: Path) -> list[str]:
-    """Distinct caption texts of a captions file, in file order.
-
-    Accepted: a JSON list of strings, or anything :func:`datasets.load_captions_file` reads
-    (CSV ``file,caption``, JSON ``{file: [captions]}``, Karpathy-style JSON).
-    """
-    from ..training.datasets import clean_caption, load_captions_file
-
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8-sig")) if path.suffix.lower() == ".json" else None
-    except (OSError, ValueError):
-        data = None  # let load_captions_file produce the plain-sentence error
-    if isinstance(data, list) and all(isinstance(t, str) for t in data):
-        texts = [clean_caption(t) for t in data]
-    else:
-        texts = [c for caps in load_captions_file(path).values() for c in caps]
-    return list(dict.fromkeys(t for t in texts if t))
 
 
 class _RunLock:

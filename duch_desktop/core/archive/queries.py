@@ -1,28 +1,28 @@
-"""Query side of an archive: query -> code, the result records, and the archive's read methods.
+"""The read side of an archive: query -> code -> Hamming table -> records.
 
-:class:`ArchiveQueries` holds everything :class:`index.Archive` answers without writing
-(search, similar, captions, tile records, thumbnails, scene previews, stats); ``index.py``
-opens, ``indexing.py`` indexes, ``codes.py`` holds the Hamming index. Each thread reads
-through its own SQLite connection (``self._db()``).
+:class:`Queries` answers everything that does not write (search, similar, captions, tile
+records, thumbnails, scene previews, stats, errors) from the parts :class:`archive.Archive`
+gives it: the :class:`database.Database`, the :class:`tables.CodeTables`, the thumbnail cache
+and the model with its encoders. Each thread reads through its own SQLite connection.
 """
 from __future__ import annotations
 
 import json
 import os
-import sqlite3
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
+from ..files import display_path
 from ..imagery import reading as imagery
-from ..imagery.chips import SCENE_PREVIEWS, ChipOptions, preview_rect, scene_preview
-from ..files import display_path, unlink_quietly
+from ..imagery.chips import preview_rect, window_text
 from ..jobs import UserError
-from .database import get_meta, window_text
-
-__all__ = ["ArchiveQueries", "Hit", "CaptionHit", "TileRecord", "text_code", "image_code", "DEFAULT_INPUT_SIZE"]
+from ..model.defaults import Encoders
+from .database import Database
+from .records import CaptionHit, Hit, TileRecord, size_of, window_of_row
+from .tables import CodeTables
+from .thumbs import Thumbnails
 
 DEFAULT_INPUT_SIZE = 224  # side of the square tile fed to an encoder that does not say
 
@@ -74,87 +74,20 @@ def image_code(model, image_encoder, path: Path, bands=None, stretch: str = "aut
     return model.image_codes(image_encoder.encode(pixels[None]))
 
 
-# --------------------------------------------------------------------------- records
-
-@dataclass
-class Hit:
-    """One search result; ``rel`` is printable, ``path`` is the real file (may hold surrogates).
-
-    A chip of a scene has its ``window`` ``(col_off, row_off, width, height)`` in pixels of the
-    file and ``footprint`` of the window; ``scene_size`` is the file's ``(width, height)``.
-    """
-
-    tile_id: int
-    rel: str
-    path: Path
-    distance: int
-    footprint: list | None = None
-    rank: int = 0
-    window: tuple[int, int, int, int] | None = None
-    scene_size: tuple[int, int] | None = None
-
-
-@dataclass
-class CaptionHit:
-    """A caption of the caption archive and its Hamming distance to the query image."""
-
-    text: str
-    distance: int
-    source: str
-
-
-@dataclass
-class TileRecord:
-    """Everything stored about one scanned file, or one chip of a scene.
-
-    For a chip, ``window`` is its pixel window, ``footprint`` the window's, while ``meta``,
-    ``size``, ``content_hash`` and ``scene_size`` describe the whole file.
-    """
-
-    tile_id: int
-    rel: str
-    path: Path
-    size: int
-    mtime_ns: int
-    status: str
-    error: str | None
-    meta: imagery.TileMeta | None
-    footprint: list | None
-    content_hash: str | None
-    window: tuple[int, int, int, int] | None = None
-    scene_size: tuple[int, int] | None = None
-
-
-def _window(row: Sequence) -> tuple[int, int, int, int] | None:
-    return None if row[0] is None else tuple(int(v) for v in row)
-
-
-def _size(w, h) -> tuple[int, int] | None:
-    return None if w is None or h is None else (int(w), int(h))
-
-
 # --------------------------------------------------------------------------- archive reads
 
-class ArchiveQueries:
-    """Read-side methods of :class:`index.Archive` (a mixin: state lives in Archive)."""
+class Queries:
+    """Read-side operations of one archive."""
 
-    THUMB_SIZE = 256
-
-    @property
-    def options(self) -> dict:
-        """Band/stretch options the tiles were read with."""
-        opts = json.loads(get_meta(self._db(), "options") or "{}")
-        return {"bands": opts.get("bands"), "stretch": opts.get("stretch") or "auto"}
-
-    @property
-    def chip_options(self) -> ChipOptions | None:
-        """How scenes were cut into chips (None: every file is one tile)."""
-        return ChipOptions.from_json(get_meta(self._db(), "chips"))
+    def __init__(self, db: Database, tables: CodeTables, thumbs: Thumbnails, encoders: Encoders,
+                 root: Path, index_dir: Path):
+        self.db, self.tables, self.thumbs, self.encoders = db, tables, thumbs, encoders
+        self.model, self.root, self.index_dir = encoders.model, root, index_dir
 
     @property
     def stale(self) -> bool:
         """True when the index was built with another hashing model than the one loaded."""
-        fp = get_meta(self._db(), "model_fingerprint")
+        fp = self.db.get_meta("model_fingerprint")
         return fp is not None and fp != self.model.fingerprint
 
     def _check_fresh(self) -> None:
@@ -166,29 +99,29 @@ class ArchiveQueries:
         if not isinstance(query, str) or not query.strip():
             raise UserError("type a description to search")
         self._check_fresh()
-        return self._hits(self._codes["tiles"].search(text_code(self.model, self.text_encoder, query), k, radius))
+        return self._hits(self.tables["tiles"].search(text_code(self.model, self.encoders.text, query), k, radius))
 
     def query_note(self, query: str) -> str | None:
         """What the user should know about how ``query`` was read (e.g. truncated), or None."""
-        return query_note(self.text_encoder, query)
+        return query_note(self.encoders.text, query)
 
     def similar(self, image: int | Path, k: int = 20, radius: int | None = None) -> list[Hit]:
         """Tiles nearest to an indexed tile (by id; itself left out) or to any image file."""
         self._check_fresh()
         code, exclude = self._query_code(image)
-        return self._hits(self._codes["tiles"].search(code, k, radius, exclude))
+        return self._hits(self.tables["tiles"].search(code, k, radius, exclude))
 
     def captions_for(self, image: int | Path, k: int = 10) -> list[CaptionHit]:
         """Captions of the caption archive nearest to an indexed tile or an image file."""
         self._check_fresh()
         code, _ = self._query_code(image)
-        pairs = self._codes["captions"].search(code, k)
-        rows = _rows_by_id(self._db(), "SELECT id, text, source FROM captions", [i for i, _ in pairs])
+        pairs = self.tables["captions"].search(code, k)
+        rows = self.db.caption_rows([i for i, _ in pairs])
         return [CaptionHit(rows[i][1], d, rows[i][2]) for i, d in pairs if i in rows]
 
     def _query_code(self, image) -> tuple[np.ndarray, set[int]]:
         if isinstance(image, (int, np.integer)) and not isinstance(image, bool):
-            row = self._db().execute("SELECT rel, status, error, code FROM tiles WHERE id = ?", (int(image),)).fetchone()
+            row = self.db.tile_code(int(image))
             if row is None:
                 raise UserError(f"no tile with id {int(image)} in this index")
             if row[1] != "ok" or row[3] is None:
@@ -196,54 +129,39 @@ class ArchiveQueries:
                     row[1], "is not indexed yet")
                 raise UserError(f"tile {row[0]} {why}")
             return np.frombuffer(row[3], dtype=np.uint8)[None], {int(image)}
-        opts = self.options
-        return image_code(self.model, self.image_encoder, Path(image), opts["bands"], opts["stretch"]), set()
+        opts = self.db.options()
+        return image_code(self.model, self.encoders.image, Path(image), opts["bands"], opts["stretch"]), set()
 
     def _hits(self, pairs: list[tuple[int, int]]) -> list[Hit]:
-        rows = _rows_by_id(self._db(), "SELECT id, rel, rel_bytes, footprint, win_col, win_row, win_w, win_h, "
-                                       "width, height FROM tiles", [i for i, _ in pairs])
+        rows = self.db.hit_rows([i for i, _ in pairs])
         hits = []
         for i, d in pairs:
             row = rows.get(i)
             if row is None:  # removed by a concurrent indexing run between search and lookup
                 continue
             hits.append(Hit(i, row[1], self.root / os.fsdecode(bytes(row[2])), d,
-                            json.loads(row[3]) if row[3] else None, len(hits) + 1, _window(row[4:8]),
-                            _size(row[8], row[9])))
+                            json.loads(row[3]) if row[3] else None, len(hits) + 1, window_of_row(row[4:8]),
+                            size_of(row[8], row[9])))
         return hits
 
     def tile(self, tile_id: int) -> TileRecord:
         """The stored record of one tile; unknown ids raise :class:`UserError`."""
-        row = self._db().execute(
-            "SELECT id, rel, rel_bytes, size, mtime_ns, status, error, meta, footprint, content_hash, "
-            "win_col, win_row, win_w, win_h, width, height FROM tiles WHERE id = ?", (int(tile_id),)).fetchone()
+        row = self.db.record_row(int(tile_id))
         if row is None:
             raise UserError(f"no tile with id {int(tile_id)} in this index")
         meta = imagery.TileMeta.from_dict(json.loads(row[7])) if row[7] else None
         return TileRecord(row[0], row[1], self.root / os.fsdecode(bytes(row[2])), row[3], row[4], row[5], row[6],
-                          meta, json.loads(row[8]) if row[8] else None, row[9], _window(row[10:14]),
-                          _size(row[14], row[15]))
-
-    def _thumb_path(self, tile_id: int, size: int) -> Path:
-        # The common size sits flat in thumbs/ (the documented place); other sizes get a subfolder.
-        if size == self.THUMB_SIZE:
-            return self.thumbs_dir / f"{int(tile_id)}.jpg"
-        return self.thumbs_dir / str(int(size)) / f"{int(tile_id)}.jpg"
+                          meta, json.loads(row[8]) if row[8] else None, row[9], window_of_row(row[10:14]),
+                          size_of(row[14], row[15]))
 
     def thumbnail(self, tile_id: int, size: int = 256) -> Path:
         """A cached JPEG of the tile (a chip: its window; long side ``size``), made on first request; any thread."""
-        dest = self._thumb_path(tile_id, size)
+        dest = self.thumbs.path(tile_id, size)
         if dest.is_file():
             return dest
         rec = self.tile(tile_id)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        opts = self.options
         try:
-            try:
-                imagery.make_thumbnail(rec.path, dest, size, bands=opts["bands"], window=rec.window,
-                                       stretch=opts["stretch"])
-            except ValueError:  # the archive's band choice does not fit this particular file
-                imagery.make_thumbnail(rec.path, dest, size, window=rec.window, stretch=opts["stretch"])
+            self.thumbs.make(rec.path, dest, size, self.db.options(), rec.window)
         except (imagery.ImageryError, ValueError) as e:
             raise UserError(f"cannot show {rec.rel}: {e}") from e
         return dest
@@ -254,23 +172,13 @@ class ArchiveQueries:
         is one tile); made on first request, any thread."""
         rec = self.tile(tile_id)
         rel_bytes = os.fsencode(rec.path.relative_to(self.root))
-        opts = self.options
         try:
-            path, px = scene_preview(self.thumbs_dir, rec.path, rel_bytes, rec.content_hash or rec.mtime_ns,
-                                     int(size), opts["bands"], opts["stretch"])
+            path, px = self.thumbs.scene(rec.path, rel_bytes, rec.content_hash or rec.mtime_ns, int(size),
+                                         self.db.options())
         except (imagery.ImageryError, OSError) as e:
             raise UserError(f"cannot show {rec.rel}: {e}") from e
         scene = rec.scene_size or ((rec.meta.width, rec.meta.height) if rec.meta else px)
         return path, preview_rect(rec.window, scene, px)
-
-    def _drop_thumbs(self, ids) -> None:
-        """Forget cached thumbnails of tiles that changed or vanished (ids are never reused)."""
-        if not len(ids) or not self.thumbs_dir.is_dir():
-            return
-        sizes = [p for p in self.thumbs_dir.iterdir() if p.is_dir() and p.name != SCENE_PREVIEWS]
-        for i in ids:
-            for folder in [self.thumbs_dir, *sizes]:
-                unlink_quietly(folder / f"{int(i)}.jpg")
 
     def stats(self) -> dict:
         """Counts, model, encoders, options, root, on-disk size of the index and last run time.
@@ -279,40 +187,25 @@ class ArchiveQueries:
         files); ``nodata`` the chips skipped for lack of valid pixels; ``chip_options`` is None
         or ``{"chip", "overlap", "chip_m"}``.
         """
-        conn = self._db()
-        counts = dict(conn.execute("SELECT status, COUNT(*) FROM tiles GROUP BY status").fetchall())
-        n_chips, n_scenes = conn.execute("SELECT COUNT(*), COUNT(DISTINCT rel_bytes) FROM tiles "
-                                         "WHERE win_col IS NOT NULL AND status = 'ok'").fetchone()
+        db = self.db
+        counts, n_chips, n_scenes, n_captions = db.counts()
         size = sum(f.stat().st_size for f in self.index_dir.iterdir() if f.is_file())
-        cut = self.chip_options
+        cut = db.chip_options()
         return {
             "root": display_path(self.root), "index_dir": str(self.index_dir),
             "tiles": counts.get("ok", 0), "errors": counts.get("error", 0), "pending": counts.get("pending", 0),
             "nodata": counts.get("nodata", 0), "chips": n_chips, "scenes": n_scenes,
-            "captions": conn.execute("SELECT COUNT(*) FROM captions").fetchone()[0],
-            "bits": int(get_meta(conn, "bits", self.model.bits)),
-            "model_fingerprint": get_meta(conn, "model_fingerprint"), "loaded_model": self.model.fingerprint,
-            "model_dir": get_meta(conn, "model_dir"), "stale": self.stale,
-            "image_encoder": get_meta(conn, "image_encoder", self.model.image_encoder),
-            "text_encoder": get_meta(conn, "text_encoder", self.model.text_encoder),
-            "options": self.options, "chip_options": asdict(cut) if cut else None,
-            "index_bytes": size, "last_indexed": get_meta(conn, "last_indexed"),
+            "captions": n_captions,
+            "bits": int(db.get_meta("bits", self.model.bits)),
+            "model_fingerprint": db.get_meta("model_fingerprint"), "loaded_model": self.model.fingerprint,
+            "model_dir": db.get_meta("model_dir"), "stale": self.stale,
+            "image_encoder": db.get_meta("image_encoder", self.model.image_encoder),
+            "text_encoder": db.get_meta("text_encoder", self.model.text_encoder),
+            "options": db.options(), "chip_options": asdict(cut) if cut else None,
+            "index_bytes": size, "last_indexed": db.get_meta("last_indexed"),
         }
 
     def errors(self) -> list[tuple[str, str]]:
         """``(rel, reason)`` of every file (or chip: its window leads the reason) that could not be read."""
-        rows = self._db().execute("SELECT rel, error, win_col, win_row, win_w, win_h FROM tiles "
-                                  "WHERE status = 'error' ORDER BY rel_bytes, win_row, win_col")
         return [(r[0], (f"{window_text(r[2:])}: " if r[2] is not None else "") + (r[1] or "unreadable"))
-                for r in rows]
-
-
-def _rows_by_id(conn: sqlite3.Connection, select: str, ids: list[int]) -> dict[int, tuple]:
-    """``{id: row}`` of ``select`` restricted to ``ids`` (a constant SELECT; ids are bound parameters)."""
-    out: dict[int, tuple] = {}
-    for start in range(0, len(ids), 500):  # stay well below SQLite's bound-parameter limit
-        chunk = ids[start:start + 500]
-        marks = ",".join("?" * len(chunk))
-        out.update((r[0], r) for r in conn.execute(f"{select} WHERE id IN ({marks})", chunk))
-    return out
-
+                for r in self.db.error_rows()]

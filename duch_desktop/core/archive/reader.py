@@ -15,7 +15,7 @@ import numpy as np
 
 from ..imagery import reading as imagery
 from ..files import display_path
-from .database import window_text
+from ..imagery.chips import window_text
 
 NODATA_REASON = "all pixels are nodata"  # imagery's reason for a window without a valid pixel
 

@@ -1,4 +1,4 @@
-"""Scenes cut into chips: the chip grid, chip footprints, planning a run's chips, scene previews.
+"""Scenes cut into chips: the chip grid, chip footprints, scene previews (geometry; the archive plans a run's chips).
 
 A raster larger than the chip size (a 10 000 x 10 000 px orthophoto, a Sentinel-2 granule) is
 indexed as windows ``(col_off, row_off, width, height)`` in pixels of the file, each read
@@ -13,7 +13,7 @@ with a rasterio window (never the whole scene) and encoded as a tile of its own.
   ``chip_m`` metres and is resampled to the encoder's input size, i.e. to about the ground
   resolution the model was trained on. Elsewhere the ``chip`` pixel size applies.
 - ``overlap`` is in the unit of the chip size: metres with ``chip_m``, else pixels.
-- A chip's row id is stable while its file and window are: :class:`ChipPlanning` reconciles a
+- A chip's row id is stable while its file and window are: :mod:`archive.planning` reconciles a
   scene's planned windows with its rows (kept windows keep their ids, see ``indexing.py``).
 """
 from __future__ import annotations
@@ -21,8 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -30,10 +28,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from . import reading as imagery
-from ..jobs import Job, Progress, UserError
-from ..archive.reader import FileTodo, Work
-from ..archive.database import bump
-from ..files import display_path
+from ..jobs import UserError
 
 DEFAULT_CHIP = 256  # pixels: chip size used with chip_m where the pixel size is unknown
 MIN_CHIP = 32  # pixels: smaller windows say nothing the model can read (and explode in number)
@@ -189,9 +184,7 @@ def read_header(path: Path, opts: ChipOptions) -> Header | None:
             return None
         transform = None
         if meta.bounds is not None:  # georeferenced (a plain photo has no transform to read)
-            with imagery._guard(path):  # noqa: SLF001 - same package: GDAL quieting, error translation
-                with imagery._open(path) as ds:  # noqa: SLF001
-                    transform = ds.transform
+            transform = imagery.read_transform(path)
         return Header(meta, transform, windows, imagery.quick_hash(path))
     except imagery.ImageryError:
         return None
@@ -201,20 +194,6 @@ def read_headers(paths: Sequence[Path], opts: ChipOptions | None) -> Iterator[He
     """:func:`read_header` of each path, lazily; all None (no I/O) when chipping is off."""
     for path in paths:
         yield read_header(path, opts) if opts is not None else None
-
-
-def rows_to_rechip(conn, cut: ChipOptions | None) -> list[int]:
-    """Ids of the rows new chip options change: every chip row, and whole files that now get cut."""
-    ids = [i for (i,) in conn.execute("SELECT id FROM tiles WHERE win_col IS NOT NULL")]
-    if cut is not None:
-        for tid, meta in conn.execute("SELECT id, meta FROM tiles WHERE win_col IS NULL AND meta IS NOT NULL"):
-            try:
-                cut_up = plan_windows(cut, imagery.TileMeta.from_dict(json.loads(meta))) is not None
-            except (imagery.ImageryError, ValueError, KeyError, TypeError):
-                cut_up = True  # let the planning step decide from the file itself
-            if cut_up:
-                ids.append(tid)
-    return ids
 
 
 def window_footprints(transform, crs: str | None, windows: np.ndarray) -> list[list | None]:
@@ -278,87 +257,9 @@ def scene_preview(thumbs_dir: Path, path: Path, rel_bytes: bytes, version: str, 
         return dest, im.size
 
 
-# --------------------------------------------------------------------------- planning a run
-
-INSERT_CHIP = """
-INSERT INTO tiles(rel, rel_bytes, size, mtime_ns, content_hash, width, height, bands, dtype, crs,
-                  footprint, meta, win_col, win_row, win_w, win_h, status)
-VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending')
-RETURNING id
-"""
-
-
-class ChipPlanning:
-    """The planning step of :class:`indexing.Indexing` (a mixin: state lives in Archive)."""
-
-    def _plan(self, conn, todo: list[FileTodo], cut: ChipOptions | None, rep) -> Job[Work]:
-        """Cut the files to work on into items: whole files, or the chips of scenes still to encode.
-
-        Without chip options every file is one item (no header read, no event). With them, each file's
-        header decides; a scene's chip rows are reconciled with the plan in one transaction:
-        rows of windows no longer planned are deleted, new windows get 'pending' rows, and kept
-        windows keep their ids (re-encoded only when the file changed or they are pending).
-        """
-        work = Work()
-        headers = read_headers([f.entry.path for f in todo], cut)
-        last = time.monotonic()
-        for n, (f, head) in enumerate(zip(todo, headers), 1):
-            by_key = {(r[6], r[7], r[8], r[9]) if r[6] is not None else None: r for r in f.rows}
-            if head is None:  # one tile: any chip rows of an earlier plan go
-                drop = [r[0] for k, r in by_key.items() if k is not None]
-                self._commit_plan(conn, drop, [])
-                work.add_file(f.entry, known=bool(f.rows))
-            else:
-                ids, windows = self._plan_scene(conn, f, by_key, head)
-                work.add_file(f.entry, known=bool(f.rows), ids=ids, windows=windows)
-                if not len(ids):
-                    rep.updated += 1
-            if cut is not None and (time.monotonic() - last > 0.5 or n == len(todo)):
-                last = time.monotonic()
-                yield Progress("plan", n, len(todo), display_path(f.entry.rel), {"items": work.total})
-        return work.finish()
-
-    def _plan_scene(self, conn, f: FileTodo, by_key: dict, head: Header) -> tuple[np.ndarray, np.ndarray]:
-        """Write the chip rows of one scene; return ids and windows of the chips to encode."""
-        e, meta = f.entry, head.meta
-        rel_bytes = os.fsencode(e.rel)
-        changed = any(r[2] != e.size or r[3] != e.mtime_ns for r in f.rows)
-        footprints = window_footprints(head.transform, meta.crs, head.windows)
-        meta_json = json.dumps(meta.to_dict())
-        common = (e.size, e.mtime_ns, head.content_hash, meta.width, meta.height, meta.bands, meta.dtype, meta.crs)
-        ids, rows, inserts, updates = [], [], [], []
-        for i, win in enumerate(head.windows.tolist()):
-            row = by_key.pop(tuple(win), None)
-            fp = json.dumps(footprints[i]) if footprints[i] else None
-            if row is None:
-                inserts.append((i, (display_path(rel_bytes), rel_bytes, *common, fp, meta_json, *win)))
-            elif changed or row[5] == "pending":
-                updates.append((*common, fp, meta_json, row[0]))
-                ids.append(row[0])
-                rows.append(i)
-        drop = [r[0] for r in by_key.values()]
-        new_ids = self._commit_plan(conn, drop, updates, inserts)
-        ids += new_ids
-        rows += [i for i, _ in inserts]
-        order = np.argsort(np.asarray(rows, np.int64), kind="stable")
-        return np.asarray(ids, np.int64)[order], head.windows[np.asarray(rows, np.int64)[order]]
-
-    def _commit_plan(self, conn, drop: list[int], updates: list, inserts: list = ()) -> list[int]:
-        """Delete ``drop``, reset ``updates`` to pending, insert ``inserts``; one transaction."""
-        if not (drop or updates or inserts):
-            return []
-        conn.execute("BEGIN IMMEDIATE")
-        conn.executemany("DELETE FROM tiles WHERE id = ?", [(i,) for i in drop])
-        conn.executemany(
-            "UPDATE tiles SET size = ?, mtime_ns = ?, content_hash = ?, width = ?, height = ?, bands = ?, "
-            "dtype = ?, crs = ?, footprint = ?, meta = ?, status = 'pending', error = NULL, code = NULL "
-            "WHERE id = ?", updates)
-        new_ids = [conn.execute(INSERT_CHIP, row).fetchone()[0] for _, row in inserts]
-        stale = drop + [u[-1] for u in updates]
-        gen = bump(conn, "tiles") if stale else None
-        conn.execute("COMMIT")
-        if stale:
-            self._codes["tiles"].update(remove=stale)
-            self._gens["tiles"] = gen
-            self._drop_thumbs(stale)
-        return new_ids
+def window_text(window) -> str:
+    """A chip window ``(col_off, row_off, width, height)`` as 'x 224, y 448, 256x256' ('' for None)."""
+    if window is None:
+        return ""
+    c, r, w, h = (int(v) for v in window)
+    return f"x {c}, y {r}, {w}x{h}"

@@ -250,6 +250,13 @@ def _open(path: Path):
             os.close(fd)
 
 
+def read_transform(path: Path):
+    """The affine pixel -> CRS transform of a raster; raises :class:`ImageryError` if it is unreadable."""
+    with _guard(path):
+        with _open(path) as ds:
+            return ds.transform
+
+
 def read_meta(path: Path) -> TileMeta:
     """Header-only facts about ``path``; raises :class:`ImageryError` if it is unreadable."""
     with _guard(path):

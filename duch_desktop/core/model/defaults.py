@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import threading
 from pathlib import Path
 from typing import Callable
 
@@ -123,6 +124,41 @@ def load_text_encoder_for(identity: str, runtime: str | None = None):
         enc = encoders.load_text_encoder(encoders.encoder_spec_from_identity(identity),
                                          pooling=encoders.pooling_from_identity(identity), runtime=runtime)
     return enc
+
+
+class Encoders:
+    """The frozen encoders of one hashing model: given ones, else loaded on first use (thread-safe)
+    from the identities its bundle records. A given encoder is checked against the model's heads."""
+
+    def __init__(self, model, image=None, text=None, runtime: str | None = None):
+        self.model, self.runtime = model, runtime
+        for enc, dim, kind in ((image, model.image_dim, "image"), (text, model.text_dim, "text")):
+            if enc is not None:
+                check_encoder_dim(enc, dim, kind)
+        self._loaded = {"image": image, "text": text}
+        self._lock = threading.Lock()
+
+    def _get(self, kind: str, load):
+        with self._lock:
+            if self._loaded[kind] is None:
+                enc = load(encoder_spec(self.model, kind), self.runtime)
+                check_encoder_dim(enc, getattr(self.model, f"{kind}_dim"), kind)
+                self._loaded[kind] = enc
+            return self._loaded[kind]
+
+    @property
+    def image(self):
+        return self._get("image", load_image_encoder_for)
+
+    @property
+    def text(self):
+        return self._get("text", load_text_encoder_for)
+
+    @property
+    def loaded_image(self):
+        """The image encoder if given or loaded already, else None (loads nothing)."""
+        with self._lock:
+            return self._loaded["image"]
 
 
 def check_encoder_dim(encoder, dim: int, kind: str) -> None:
