@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import json
 import logging
 import os
@@ -21,6 +20,7 @@ import traceback
 from dataclasses import asdict
 from pathlib import Path
 
+from .core.archive import export
 from .core.files import display_path
 from .core.jobs import UserError
 from .core.imagery.chips import window_text
@@ -232,7 +232,7 @@ def cmd_search(args) -> int:
         note = archive.query_note(args.text)
         if note:
             print(f"duch: note: {note}", file=sys.stderr)
-        _print_hits(hits, args.output)
+        _print_hits(hits, args.output, args.text)
     return 0
 
 
@@ -309,24 +309,15 @@ def _image_arg(text: str):
     return path
 
 
-def _print_hits(hits, output: str | None) -> None:
+def _print_hits(hits, output: str | None, query: str | None = None) -> None:
     if output == "json":
         print(json.dumps([{"rank": h.rank, "tile_id": h.tile_id, "distance": h.distance, "path": os.fspath(h.path),
                            "rel": h.rel, "footprint": h.footprint, "window": _listed(h.window),
                            "scene_size": _listed(h.scene_size)} for h in hits], indent=2))
     elif output == "csv":
-        w = csv.writer(sys.stdout, lineterminator="\n")
-        w.writerow(["rank", "distance", "path", "tile_id", "window"])
-        for h in hits:
-            w.writerow([h.rank, h.distance, display_path(h.path), h.tile_id, " ".join(map(str, h.window or ()))])
+        sys.stdout.write(export.csv_text(hits))
     elif output == "geojson":
-        # A chip's polygon is its window's footprint, not its scene's.
-        features = [{"type": "Feature",
-                     "geometry": {"type": "Polygon", "coordinates": [[list(p) for p in h.footprint]]} if h.footprint else None,
-                     "properties": {"rank": h.rank, "path": os.fspath(h.path), "distance": h.distance, "tile_id": h.tile_id,
-                                    "window": _listed(h.window)}}
-                    for h in hits]
-        print(json.dumps({"type": "FeatureCollection", "features": features}, indent=2))
+        sys.stdout.write(export.geojson_text(hits, query))
     else:
         if not hits:
             print("no results", file=sys.stderr)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from duch_desktop.cli import main
+from duch_desktop.core.archive.export import CSV_FIELDS
 from tests.conftest import CLASSES, PER_CLASS
 
 N = len(CLASSES) * PER_CLASS
@@ -44,8 +45,8 @@ def test_search_outputs(indexed, capsys):
 
     code, out, _ = _run(capsys, "search", "green forest", "--index-dir", indexed, "-k", 5, "--csv")
     rows = list(csv.reader(io.StringIO(out)))
-    assert code == 0 and rows[0] == ["rank", "distance", "path", "tile_id", "window"] and len(rows) == 6
-    assert all(r[4] == "" for r in rows[1:])  # whole files have no window
+    assert code == 0 and rows[0] == CSV_FIELDS and len(rows) == 6
+    assert all(r[CSV_FIELDS.index("window")] == "" for r in rows[1:])  # whole files have no window
 
     code, out, _ = _run(capsys, "search", "green forest", "--index-dir", indexed, "-k", N, "--geojson")
     fc = json.loads(out)
@@ -61,6 +62,25 @@ def test_search_outputs(indexed, capsys):
     code, out, _ = _run(capsys, "search", "green forest", "--index-dir", indexed, "-k", 3, "--radius", 16)
     lines = out.splitlines()
     assert code == 0 and lines[0].split() == ["rank", "dist", "path"] and len(lines) == 4
+
+
+def test_cli_and_gui_exports_agree(indexed, tmp_path, capsys):
+    """``duch search --csv/--geojson`` and the app's File > Export write the same results the same way."""
+    from duch_desktop.core.archive.archive import Archive
+    from duch_desktop.gui import export as gui_export
+
+    with Archive.open(indexed) as archive:
+        hits = archive.search_text("green forest", k=N)
+    assert any(h.footprint for h in hits) and not all(h.footprint for h in hits)
+    _, cli_csv, _ = _run(capsys, "search", "green forest", "--index-dir", indexed, "-k", N, "--csv")
+    _, cli_geojson, _ = _run(capsys, "search", "green forest", "--index-dir", indexed, "-k", N, "--geojson")
+    gui_csv = gui_export.export_csv(hits, tmp_path / "r.csv", query="green forest").read_text(encoding="utf-8")
+    gui_geojson = gui_export.export_geojson(hits, tmp_path / "r.geojson", query="green forest")
+    assert list(csv.reader(io.StringIO(cli_csv))) == list(csv.reader(io.StringIO(gui_csv)))
+    assert json.loads(cli_geojson) == json.loads(gui_geojson.read_text(encoding="utf-8"))
+    rows = list(csv.DictReader(io.StringIO(cli_csv)))
+    assert [int(r["tile_id"]) for r in rows] == [h.tile_id for h in hits]
+
 
 
 def test_similar_captions_info(indexed, tile_folder, capsys):

@@ -11,7 +11,8 @@ from PySide6.QtGui import QColor, QImage, QPainter, QPen, QPixmap
 from PySide6.QtWidgets import (QFormLayout, QGroupBox, QLabel, QListWidget, QListWidgetItem, QPushButton,
                                QScrollArea, QSizePolicy, QVBoxLayout, QWidget)
 
-from .export import footprint_text, show_path
+from ..core.files import display_path
+from .export import footprint_text
 
 PREVIEW = 256
 SCENE_PREVIEW = 512  # long side of the scene preview asked of the archive (shown at PREVIEW)
@@ -45,7 +46,7 @@ def human_size(n: int | None) -> str:
 def metadata_rows(record: Any) -> list[tuple[str, str]]:
     """(label, value) pairs describing a tile record; missing facts are said plainly."""
     meta = getattr(record, "meta", None)
-    rows = [("Path", show_path(getattr(record, "path", ""))), ("Size", human_size(getattr(record, "size", None)))]
+    rows = [("Path", display_path(getattr(record, "path", ""))), ("Size", human_size(getattr(record, "size", None)))]
     window = getattr(record, "window", None)
     if window is not None:  # (col, row, width, height), as in the CSV/GeoJSON export
         c, r, w, h = (int(v) for v in window)
@@ -169,7 +170,7 @@ class DetailPane(QWidget):
     def show_details(self, details: TileDetails) -> None:
         record = details.record
         self.tile_id = details.tile_id
-        self.path = show_path(getattr(record, "path", "")) or None
+        self.path = display_path(getattr(record, "path", "")) or None
         name = Path(str(getattr(record, "rel", "") or self.path or "")).name
         window = getattr(record, "window", None)
         self.window = tuple(int(v) for v in window) if window is not None else None

@@ -14,7 +14,7 @@ from PySide6.QtCore import (QAbstractListModel, QModelIndex, QPersistentModelInd
 from PySide6.QtGui import QAction, QColor, QFont, QPainter, QPalette, QPen
 from PySide6.QtWidgets import QListView, QMenu, QStyle, QStyledItemDelegate, QStyleOptionViewItem
 
-from .export import show_path
+from ..core.files import display_path
 from .workers import ThumbnailLoader
 
 HitRole = Qt.ItemDataRole.UserRole + 1
@@ -27,7 +27,7 @@ THUMB = 160
 
 def hit_name(hit: Any) -> str:
     """File name of a hit; a chip of a scene adds its pixel offset ('scene.tif @ 256,512')."""
-    rel = getattr(hit, "rel", None) or show_path(getattr(hit, "path", ""))
+    rel = getattr(hit, "rel", None) or display_path(getattr(hit, "path", ""))
     name = Path(str(rel)).name
     window = getattr(hit, "window", None)
     return f"{name} @ {int(window[0])},{int(window[1])}" if window is not None else name
@@ -84,7 +84,7 @@ class ResultsModel(QAbstractListModel):
         if role == TileIdRole:
             return int(hit.tile_id)
         if role == PathRole:
-            return show_path(hit.path)
+            return display_path(hit.path)
         return None
 
     def flags(self, index: QModelIndex | QPersistentModelIndex) -> Qt.ItemFlag:

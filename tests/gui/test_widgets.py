@@ -11,6 +11,7 @@ import pytest
 from PySide6.QtCore import QSettings, Qt
 from PySide6.QtGui import QColor, QImage
 
+from duch_desktop.core.files import display_path
 from duch_desktop.core.imagery.reading import TileMeta
 from duch_desktop.core.jobs import Progress
 from duch_desktop.gui import export
@@ -215,7 +216,7 @@ def test_export_csv_and_geojson(tmp_path):
     assert f0["geometry"]["type"] == "Polygon" and f0["geometry"]["coordinates"][0][0] == [12.0, 45.0]
     assert f0["geometry"]["coordinates"][0][0] == f0["geometry"]["coordinates"][0][-1]
     assert f0["properties"] == {"rank": 1, "distance": hs[0].distance, "tile_id": 0, "rel": hs[0].rel,
-                                "path": str(hs[0].path)}
+                                "path": str(hs[0].path), "window": None}
     assert gj["features"][1]["geometry"] is None
 
 
@@ -225,15 +226,16 @@ def test_hit_names_and_odd_paths(tmp_path):
     assert hit_name(FakeHit(1, "a/b.tif", Path("/x/a/b.tif"), 0)) == "b.tif"
     assert hit_name(FakeHit(1, "a/s.tif", Path("/x/a/s.tif"), 0, None, (256, 0, 256, 256))) == "s.tif @ 256,0"
     odd = Path(os.fsdecode(b"/data/caf\xe9.tif"))
-    assert export.show_path(odd) == "/data/caf\\xe9.tif"
+    assert display_path(odd) == "/data/caf\\xe9.tif"
     out = export.export_csv([FakeHit(1, "caf\\xe9.tif", odd, 0)], tmp_path / "odd.csv")
     assert "caf\\xe9.tif" in out.read_text(encoding="utf-8")
 
 
 def test_footprint_forms():
-    box = export.footprint_ring((1.0, 2.0, 3.0, 4.0))
-    assert box[0] == box[-1] and len(box) == 5
-    assert export.footprint_bounds({"type": "Polygon", "coordinates": [[[1, 2], [3, 2], [3, 4], [1, 2]]]}) == (1, 2, 3, 4)
+    # One shape: the ring of (lon, lat) pairs the archive stores; an open ring is closed.
+    ring = export.footprint_ring([[1, 2], [3, 2], [3, 4], [1, 4]])
+    assert ring[0] == ring[-1] == (1.0, 2.0) and len(ring) == 5
+    assert export.footprint_bounds(ring) == (1, 2, 3, 4) and export.footprint_ring([1, 2, 3, 4]) is None
     assert export.footprint_ring([]) is None and export.footprint_text(None) == "not georeferenced"
 
 
