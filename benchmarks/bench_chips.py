@@ -132,16 +132,16 @@ def main() -> None:
             "filled_1024px_squares": int(regions), "generate_s": round(gen_s, 1),
             "chip": args.chip, "overlap": args.overlap,
             "workers": args.workers if args.workers is not None else default_workers(),
-            "chips": report.chips, "chips_encoded": stats["chips"], "chips_nodata": report.nodata,
+            "chips": report.chips, "chips_encoded": stats.chips, "chips_nodata": report.nodata,
             "errors": report.errors, "plan_s": round(plan_s, 2), "index_s": round(index_s, 1),
             "chips_per_s": round(report.chips / index_s, 1),
-            "encoded_chips_per_s": round(stats["chips"] / index_s, 1),
+            "encoded_chips_per_s": round(stats.chips / index_s, 1),
             "scene_preview_512_s": round(preview_s, 2),
             "rss_before_index_mib": round(rss_before, 1), "rss_max_during_index_mib": round(rss_during, 1),
             "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "peak_rss_generator_mib": round(gen_rss, 1),
             "peak_rss_children_mib": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
-            "index_bytes_per_chip": round(stats["index_bytes"] / max(report.chips, 1), 1),
+            "index_bytes_per_chip": round(stats.index_bytes / max(report.chips, 1), 1),
         }
     finally:
         shutil.rmtree(work, ignore_errors=True)

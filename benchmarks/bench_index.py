@@ -68,7 +68,7 @@ def main() -> None:
         stats = archive.stats()
         report = archive.last_report
         archive.close()
-        n = stats["tiles"] + stats["errors"]
+        n = stats.tiles + stats.errors
         faiss_bytes = (work / "index" / "tiles.faiss").stat().st_size
         result = {
             "model": which, "image_encoder": image.identity,
@@ -78,7 +78,7 @@ def main() -> None:
             "tiles_per_s": round(n / seconds, 2),
             "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "peak_rss_worker_mib": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
-            "index_bytes_per_tile": round(stats["index_bytes"] / max(n, 1), 1),
+            "index_bytes_per_tile": round(stats.index_bytes / max(n, 1), 1),
             "faiss_bytes_per_tile": round(faiss_bytes / max(n, 1), 1),
         }
     finally:

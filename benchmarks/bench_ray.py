@@ -70,7 +70,7 @@ def _run(index_dir: Path, folder: Path, model, batch_size: int, **kw) -> dict:
     return {"tiles": n, "errors": report.errors, "seconds": round(seconds, 2), "tiles_per_s": round(n / seconds, 2),
             "first_commit_s": round(first[0] - start, 2) if first else None,
             "tiles_per_s_after_first_commit": round(steady, 2) if steady else None,
-            "seconds_with_captions": round(end - t0, 2), "bits": stats["bits"]}
+            "seconds_with_captions": round(end - t0, 2), "bits": stats.bits}
 
 
 def _warm_up(folder: Path) -> None:

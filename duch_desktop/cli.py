@@ -207,7 +207,7 @@ def cmd_index(args) -> int:
         except KeyboardInterrupt:
             job.close()  # commits finished batches and leaves a consistent index
             bar.close()
-            print(f"cancelled; {archive.stats()['tiles']} tiles indexed, run again to resume", file=sys.stderr)
+            print(f"cancelled; {archive.stats().tiles} tiles indexed, run again to resume", file=sys.stderr)
             return 130
         report = archive.last_report
     finally:
@@ -247,7 +247,7 @@ def cmd_captions(args) -> int:
     """``duch captions IMAGE_OR_TILE_ID``: captions of the caption archive nearest to the image."""
     with _open_archive(args) as archive:
         hits = archive.captions_for(_image_arg(args.image), k=args.k)
-        if not hits and archive.stats()["captions"] == 0:
+        if not hits and archive.stats().captions == 0:
             print("this index has no captions: pass --captions FILE to `duch index`", file=sys.stderr)
     if args.output == "json":
         print(json.dumps([{"rank": r, **asdict(h)} for r, h in enumerate(hits, 1)], indent=2))
@@ -261,16 +261,15 @@ def cmd_info(args) -> int:
     """``duch info``: counts, model, options and (with --errors) the unreadable files."""
     with _open_archive(args) as archive:
         stats, errors = archive.stats(), archive.errors() if args.errors else None
-    stats["runtime"] = runtime.describe(args.runtime)
+    cut = stats.chip_options
+    stats = {**stats.to_dict(), "runtime": runtime.describe(args.runtime)}
     if args.json:
         print(json.dumps({**stats, **({"error_files": [list(e) for e in errors]} if errors is not None else {})},
                          indent=2))
         return 0
     for key, value in stats.items():
         if key == "chip_options":
-            from .core.imagery.chips import ChipOptions
-
-            value = ChipOptions(**value).describe() if value else "off (every file is one tile)"
+            value = cut.describe() if cut else "off (every file is one tile)"
         print(f"{key:>17}: {value}")
     for rel, reason in errors or []:
         print(f"{display_path(rel)}: {reason}")

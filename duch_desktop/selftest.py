@@ -106,7 +106,7 @@ def run_self_test(folder: str | os.PathLike | None = None, model=None, image_enc
             t0 = time.perf_counter()
             report = drive(archive.index(workers=workers))
             index_s = time.perf_counter() - t0
-            tiles = int(archive.stats()["tiles"])
+            tiles = archive.stats().tiles
             if tiles == 0:
                 raise SelfTestFailed(f"no tile indexed in {folder}")
             if report.errors:

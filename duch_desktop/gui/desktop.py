@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QProcess, QUrl
 from PySide6.QtGui import QDesktopServices
+
+if TYPE_CHECKING:
+    from duch_desktop.core.archive.records import ArchiveStats
 
 NO_FOLDER = ("No folder open.\n\nChoose a folder of satellite tiles with File ▸ Open Folder… (Ctrl+O), "
              "or open an existing index with File ▸ Open Index…")
@@ -56,20 +59,11 @@ def default_index_dir(folder: Path) -> Path:
     return defaults.default_index_dir(folder)
 
 
-def tile_count(stats: dict) -> int | None:
-    for key in ("tiles", "indexed", "images", "n_tiles", "count"):
-        if isinstance(stats.get(key), int):
-            return stats[key]
-    return None
-
-
-def stats_text(stats: dict, archive: Any) -> str:
-    n = tile_count(stats)
-    parts = [f"{n:,} tiles" if n is not None else "index open"]
-    errors = stats.get("errors")
-    if isinstance(errors, int) and errors:
-        parts.append(f"{errors} unreadable")
-    parts.append(f"{archive.model.bits}-bit codes")
+def stats_text(stats: ArchiveStats) -> str:
+    parts = [f"{stats.tiles:,} tiles"]
+    if stats.errors:
+        parts.append(f"{stats.errors} unreadable")
+    parts.append(f"{stats.bits}-bit codes")
     return " · ".join(parts)
 
 

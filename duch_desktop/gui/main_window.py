@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QCloseEvent, QGuiApplication
@@ -15,7 +15,7 @@ from PySide6.QtWidgets import (QDialog, QFileDialog, QLabel, QMainWindow, QSplit
 
 from .desktop import (NO_FOLDER, NO_IMAGES, NO_INDEX, NO_READABLE, READY, STALE, default_index_dir,
                       default_opener, device_description, open_with_system, report_text,
-                      reveal_in_file_manager, stats_text, tile_count)
+                      reveal_in_file_manager, stats_text)
 from .detail import SCENE_PREVIEW, DetailPane
 from .map_view import MapPanel
 from .menus import MenusMixin
@@ -24,6 +24,9 @@ from .results import ResultsModel, ResultsView
 from .searching import SearchMixin
 from .settings import Settings
 from .workers import JobWorker, TaskRunner, ThumbnailLoader
+
+if TYPE_CHECKING:
+    from duch_desktop.core.archive.archive import Archive, ArchiveStats
 
 
 class MainWindow(MenusMixin, SearchMixin, QMainWindow):
@@ -50,7 +53,7 @@ class MainWindow(MenusMixin, SearchMixin, QMainWindow):
         self.index_options = dict(index_options or {})
         self.index_dir_override = Path(index_dir) if index_dir else None
         self.opener = opener or default_opener
-        self.archive: Any = None
+        self.archive: Archive | None = None
         self.folder: Path | None = None
         self.job: JobWorker | None = None
         self.last_query: str | None = None
@@ -59,7 +62,7 @@ class MainWindow(MenusMixin, SearchMixin, QMainWindow):
         self._search_seq = 0
         self._detail_seq = 0
         self._tile_count: int | None = None
-        self._stats: dict | None = None
+        self._stats: ArchiveStats | None = None
         self._last_search: tuple | None = None
         self._index_failed = False
         self._new_index = False   # the open index was created by this open: settings' chip options apply
@@ -331,15 +334,15 @@ class MainWindow(MenusMixin, SearchMixin, QMainWindow):
         if archive is None:
             return
 
-        def show(stats: dict) -> None:
+        def show(stats: ArchiveStats) -> None:
             if generation == self._generation:
                 self._stats = stats
-                self._tile_count = tile_count(stats)
-                self.archive_label.setText(stats_text(stats, archive))
+                self._tile_count = stats.tiles
+                self.archive_label.setText(stats_text(stats))
                 # a failed run's message says why the index is empty; don't replace it with a vaguer one
                 if self.is_indexing() or self.stack.currentWidget() is not self.message or self._index_failed:
                     return
-                if stats.get("stale"):
+                if stats.stale:
                     self.show_message(STALE)
                 elif self._tile_count == 0:
                     self.show_message(self.empty_index_text())
@@ -351,7 +354,7 @@ class MainWindow(MenusMixin, SearchMixin, QMainWindow):
         report = getattr(self.archive, "last_report", None)
         if self.archive is None or report is None or report.cancelled:
             return NO_INDEX
-        if (self._stats or {}).get("errors"):
+        if self._stats is not None and self._stats.errors:
             return NO_READABLE.format(folder=self.archive.root)
         return NO_IMAGES.format(folder=self.archive.root)
 
@@ -458,15 +461,15 @@ class MainWindow(MenusMixin, SearchMixin, QMainWindow):
         if self._chip_pending is not None:
             return dict(self._chip_pending)
         if self.archive is not None and self._stats is not None and not self._new_index:
-            cut = self._stats.get("chip_options") or {}
-            return {"chip": int(cut.get("chip") or 0), "overlap": float(cut.get("overlap") or 0),
-                    "chip_m": float(cut.get("chip_m") or 0)}
+            cut = self._stats.chip_options
+            return {"chip": int(cut.chip or 0), "overlap": float(cut.overlap or 0),
+                    "chip_m": float(cut.chip_m or 0)} if cut else {"chip": 0, "overlap": 0.0, "chip_m": 0.0}
         return self.settings.chip_options()
 
     def _index_chip_text(self) -> str | None:
         if self.archive is None or self._stats is None or self._new_index:
             return None
-        cut = _chip_options(self._stats.get("chip_options"))
+        cut = self._stats.chip_options
         return cut.describe() if cut else "every file is one tile (no chips)"
 
     def choose_index_options(self) -> None:
@@ -504,8 +507,7 @@ class MainWindow(MenusMixin, SearchMixin, QMainWindow):
         if self.archive is None:
             self.statusBar().showMessage("Chip options saved: folders indexed for the first time use them.", 10000)
             return True
-        cut = (self._stats or {}).get("chip_options")
-        if self._stats is not None and not self._new_index and wanted == _chip_options(cut):
+        if self._stats is not None and not self._new_index and wanted == self._stats.chip_options:
             self.statusBar().showMessage("This index already uses these chip options.", 10000)
             return True
         self._chip_pending = values
@@ -535,11 +537,3 @@ class MainWindow(MenusMixin, SearchMixin, QMainWindow):
             self.archive = None
         super().closeEvent(event)
 
-
-def _chip_options(cut: dict | None):
-    """The core's ChipOptions of a stats ``chip_options`` dict (None: chipping off)."""
-    if not cut:
-        return None
-    from duch_desktop.core.imagery.chips import ChipOptions
-
-    return ChipOptions(cut.get("chip"), cut.get("overlap") or 0, cut.get("chip_m"))

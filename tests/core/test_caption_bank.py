@@ -21,7 +21,7 @@ def test_a_second_index_reuses_the_caption_bank_of_the_first(tmp_path, tiny_mode
     second = _index(tmp_path, "b", tiny_model_dir, tiny_encoders, second_text)
     bank = len(captions.read_caption_texts(tiny_model_dir / "captions.json"))
     assert first_text.texts == bank and second_text.texts == 0
-    assert first.stats()["captions"] == second.stats()["captions"] == bank
+    assert first.stats().captions == second.stats().captions == bank
     assert [(h.text, h.distance) for h in first.captions_for(1)] == [(h.text, h.distance) for h in second.captions_for(1)]
     first.close(), second.close()
 
@@ -32,7 +32,7 @@ def test_a_damaged_bank_cache_is_encoded_again(tmp_path, tiny_model_dir, tiny_en
         f.write_bytes(b"\x93NUMPY garbage")
     text = TinyTextEncoder()
     arch = _index(tmp_path, "b", tiny_model_dir, tiny_encoders, text)
-    assert text.texts > 0 and arch.stats()["captions"] > 0
+    assert text.texts > 0 and arch.stats().captions > 0
     codes = [np.load(f) for f in captions.caption_bank_dir().glob("*.npy")]
     assert codes and all(c.dtype == np.uint8 for c in codes)
     arch.close()

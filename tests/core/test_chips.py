@@ -118,8 +118,8 @@ def test_scene_is_indexed_as_chips_with_window_footprints(chip_archive, scene_fo
     assert nodata == {w for w in rows if w[0] >= 480}  # the right two columns lie in the nodata strip
     assert all(status == "ok" for w, (_, status, _) in rows.items() if w not in nodata)
     stats = chip_archive.stats()
-    assert (stats["tiles"], stats["chips"], stats["scenes"], stats["nodata"], stats["errors"]) == (N + 20, 20, 1, 8, 0)
-    assert stats["chip_options"] == {"chip": 128, "overlap": 32, "chip_m": None}
+    assert (stats.tiles, stats.chips, stats.scenes, stats.nodata, stats.errors) == (N + 20, 20, 1, 8, 0)
+    assert stats.chip_options == chips.ChipOptions(128, 32, None)
     assert chip_archive.errors() == []
     assert all(len(_rows(chip_archive.index_dir, rel)) == 1 for rel in ["field/field_0.png", "water/water_3.tif"])
 
@@ -224,7 +224,7 @@ def test_chip_ids_are_stable_across_runs_and_changes(chip_archive, scene_folder,
     # deleted: every chip goes
     (scene_folder / "moved" / "renamed.tif").unlink()
     report, _ = run_job(chip_archive.index(workers=0))
-    assert report.removed == 21 and chip_archive.stats()["chips"] == 0
+    assert report.removed == 21 and chip_archive.stats().chips == 0
     assert not _rows(chip_archive.index_dir, "moved/renamed.tif")
     _assert_consistent(chip_archive)
 
@@ -243,7 +243,7 @@ def test_changing_chip_options_rechips_only_what_they_affect(chip_archive, tiny_
 
     report, _ = run_job(chip_archive.index(workers=0, chip=0))  # chipping off: the scene is one tile again
     assert list(_rows(chip_archive.index_dir)) == [None] and report.updated == 1
-    assert chip_archive.stats()["chip_options"] is None and chip_archive.stats()["chips"] == 0
+    assert chip_archive.stats().chip_options is None and chip_archive.stats().chips == 0
     _assert_consistent(chip_archive)
     with pytest.raises(UserError, match="overlap"):
         chip_archive.index(chip=128, overlap=200)
@@ -263,7 +263,7 @@ def test_cancel_mid_scene_resumes_with_the_missing_chips(tmp_path, scene_folder,
             break
     job.close()
     assert archive.last_report.cancelled and archive.last_report.chips == 4
-    assert (archive.stats()["pending"], archive.stats()["tiles"]) == (24, 12)
+    assert (archive.stats().pending, archive.stats().tiles) == (24, 12)
     assert archive.tables["tiles"].ntotal == 12
     archive.close()
 
@@ -296,7 +296,7 @@ def test_unreadable_chips_are_errors_with_their_window(tmp_path, tiny_model):
     assert [reason.split(":")[0] for _, reason in errors] == [
         "x 96, y 96, 128x128", "x 192, y 96, 128x128", "x 96, y 192, 128x128", "x 192, y 192, 128x128"]
     assert all(rel == "scene.tif" and "damaged" in reason for rel, reason in errors)
-    assert archive.stats()["tiles"] == 1 + 28 - 8 - 4
+    assert archive.stats().tiles == 1 + 28 - 8 - 4
     archive.close()
 
 
@@ -330,7 +330,7 @@ def test_metre_chips_on_a_georeferenced_scene(tmp_path, tiny_model):
     report, _ = run_job(archive.index(workers=0, chip_m=64, overlap=16))
     assert set(_rows(tmp_path / "index", "scene.tif")) == {
         tuple(w) for w in chips.plan_windows(chips.ChipOptions(**SCENE_CHIP), imagery.read_meta(root / "scene.tif"))}
-    assert archive.stats()["chip_options"] == {"chip": None, "overlap": 16.0, "chip_m": 64.0}
+    assert archive.stats().chip_options == chips.ChipOptions(None, 16.0, 64.0)
     archive.close()
 
 

@@ -46,15 +46,15 @@ def _codes_by_rel(index_dir: Path) -> dict[bytes, tuple]:
 def _assert_consistent(archive: Archive) -> None:
     ok = sum(1 for s, _ in _codes_by_rel(archive.index_dir).values() if s == "ok")
     assert archive.tables["tiles"].ntotal == ok
-    assert archive.stats()["tiles"] == ok
+    assert archive.stats().tiles == ok
 
 
 # --------------------------------------------------------------------------- incremental
 
 def test_first_run_indexes_everything(archive, tile_classes):
     stats = archive.stats()
-    assert stats["tiles"] == N and stats["errors"] == 0 and stats["bits"] == 16
-    assert stats["captions"] == 8 + 2  # bundle captions.json + the user's CSV
+    assert stats.tiles == N and stats.errors == 0 and stats.bits == 16
+    assert stats.captions == 8 + 2  # bundle captions.json + the user's CSV
     assert {archive.tile(i).rel for i in range(1, N + 1)} == set(tile_classes)
     assert (archive.index_dir / TILES_FAISS).is_file()
     geo = archive.tile(3)
@@ -91,7 +91,7 @@ def test_incremental_runs(archive, tile_folder, tiny_encoders):
     # deleted -> row and code removed
     (tile_folder / "water" / "water_3.tif").unlink()
     report, _ = run_job(archive.index(workers=0))
-    assert report.removed == 1 and archive.stats()["tiles"] == N - 1
+    assert report.removed == 1 and archive.stats().tiles == N - 1
     assert b"water/water_3.tif" not in _codes_by_rel(archive.index_dir)
     _assert_consistent(archive)
 
@@ -200,7 +200,7 @@ def test_cancel_then_resume_equals_uninterrupted(tmp_path, tile_folder, tiny_mod
     archive.close()
 
     archive = _open(tmp_path / "index", tiny_model, root=tile_folder)
-    assert archive.stats()["tiles"] == 4 and len(archive.search_text("forest", k=N)) == 4
+    assert archive.stats().tiles == 4 and len(archive.search_text("forest", k=N)) == 4
     report, _ = run_job(archive.index(workers=0, batch_size=2))
     assert (report.added, report.unchanged) == (N - 4, 4)
     assert _codes_by_rel(archive.index_dir) == _codes_by_rel(tmp_path / "full")
@@ -249,7 +249,7 @@ def test_kill_9_mid_run_then_resume(tmp_path, tile_folder, tiny_model_dir, after
     (index_dir / f".{TILES_FAISS}.killed.tmp").write_bytes(b"half a file")  # as if killed while saving
     archive = _open(index_dir, tiny_model_dir)
     _assert_consistent(archive)
-    partial = archive.stats()["tiles"]
+    partial = archive.stats().tiles
     assert after <= partial < N
     report, _ = run_job(archive.index(workers=0))
     assert report.added + report.unchanged == N and report.unchanged == partial

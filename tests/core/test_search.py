@@ -112,7 +112,7 @@ def test_tile_record_and_thumbnail(archive):
 def test_stale_archive_refuses_to_search(archive):
     archive.close()
     other = Archive.open(archive.index_dir, model=make_tiny_model(seed=7))
-    assert other.stats()["stale"]
+    assert other.stats().stale
     with pytest.raises(UserError, match="index the folder again"):
         other.search_text("forest")
     other.close()

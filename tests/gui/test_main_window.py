@@ -279,7 +279,7 @@ def test_closing_while_indexing_stops_cleanly(qtbot, make_window, tiny_model, ti
 
     with Archive.open(tmp_path / "index", model=tiny_model, image_encoder=TinyImageEncoder(),
                       text_encoder=TinyTextEncoder()) as archive:
-        n = archive.stats()["tiles"]
+        n = archive.stats().tiles
         assert 2 <= n < N_TILES and len(archive.search_text("forest", k=50)) == n
         report = run_job(archive.index(workers=0, batch_size=4))[0]  # the run lock was released
         assert report.added == N_TILES - n
@@ -307,13 +307,13 @@ def test_empty_folder_and_no_index_messages(qtbot, make_window, archive_options,
 def test_menu_export_and_captions_file(qtbot, make_window, archive_options, tile_folder, tmp_path, monkeypatch):
     window = make_window(archive_options, captions_file=None)
     index_folder(qtbot, window, tile_folder)
-    before = window.archive.stats()["captions"]
+    before = window.archive.stats().captions
     captions = tmp_path / "more.csv"
     captions.write_text("file,caption\nforest/forest_0.png,an old oak wood in autumn\n")
     monkeypatch.setattr(QFileDialog, "getOpenFileName", staticmethod(lambda *a, **k: (str(captions), "")))
     with qtbot.waitSignal(window.indexing_finished, timeout=30000):
         window.captions_action.trigger()
-    assert window.archive.stats()["captions"] == before + 1
+    assert window.archive.stats().captions == before + 1
 
     search(qtbot, window, "forest")
     target = tmp_path / "exported.geojson"
@@ -406,7 +406,7 @@ def test_chips_on_the_map_and_in_their_scene(qtbot, make_window, archive_options
     assert not dialog.overlap.isEnabled()
     with qtbot.waitSignal(window.indexing_finished, timeout=30000):
         dialog.ok_button.click()
-    assert window.archive.chip_options is None and window.archive.stats()["chips"] == 0
+    assert window.archive.chip_options is None and window.archive.stats().chips == 0
     assert gui_settings.chip_options() == {"chip": 0, "overlap": 0.0, "chip_m": 0.0}
 
 
@@ -414,7 +414,7 @@ def test_saved_chip_options_leave_existing_indexes_alone(qtbot, make_window, arc
                                                          gui_settings):
     window = make_window(archive_options)
     index_folder(qtbot, window, scene_folder)  # saved options: off
-    assert window.archive.stats()["chips"] == 0
+    assert window.archive.stats().chips == 0
     gui_settings.set_chip_options(chip=128, overlap=32, chip_m=0)
     report = index_folder(qtbot, window, scene_folder)  # the index exists: the core keeps its options
     assert report.chips == 0 and window.archive.chip_options is None

@@ -32,12 +32,12 @@ from .database import ARCHIVE_DB, CAPTIONS_FAISS, FAISS_FILES, FORMAT, RUN_LOCK,
 from .captions import read_caption_texts
 from .indexing import SAVE_EVERY_S, STRETCHES, Indexer, IndexReport
 from .queries import Queries
-from .records import CaptionHit, Hit, TileRecord
+from .records import ArchiveStats, CaptionHit, Hit, TileRecord
 from .tables import CodeTables
 from .thumbs import Thumbnails
 
 # The GUI and the CLI import the records and the run report from here.
-__all__ = ["Archive", "IndexReport", "Hit", "CaptionHit", "TileRecord", "read_caption_texts",
+__all__ = ["Archive", "ArchiveStats", "IndexReport", "Hit", "CaptionHit", "TileRecord", "read_caption_texts",
            "ARCHIVE_DB", "TILES_FAISS", "CAPTIONS_FAISS", "THUMBS", "RUN_LOCK", "FORMAT", "STRETCHES",
            "SAVE_EVERY_S"]
 
@@ -173,7 +173,7 @@ class Archive:
     def scene_preview(self, tile_id: int, size: int = 512) -> tuple[Path, tuple[float, float, float, float]]:
         return self.queries.scene_preview(tile_id, size)
 
-    def stats(self) -> dict:
+    def stats(self) -> ArchiveStats:
         return self.queries.stats()
 
     def errors(self) -> list[tuple[str, str]]:

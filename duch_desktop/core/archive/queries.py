@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,7 @@ from ..imagery.chips import preview_rect, window_text
 from ..jobs import UserError
 from ..model.defaults import Encoders
 from .database import Database
-from .records import CaptionHit, Hit, TileRecord, size_of, window_of_row
+from .records import ArchiveStats, CaptionHit, Hit, TileRecord, size_of, window_of_row
 from .tables import CodeTables
 from .thumbs import Thumbnails
 
@@ -180,30 +179,22 @@ class Queries:
         scene = rec.scene_size or ((rec.meta.width, rec.meta.height) if rec.meta else px)
         return path, preview_rect(rec.window, scene, px)
 
-    def stats(self) -> dict:
-        """Counts, model, encoders, options, root, on-disk size of the index and last run time.
-
-        ``tiles`` counts searchable tiles, chips included (``chips`` of them, from ``scenes``
-        files); ``nodata`` the chips skipped for lack of valid pixels; ``chip_options`` is None
-        or ``{"chip", "overlap", "chip_m"}``.
-        """
+    def stats(self) -> ArchiveStats:
+        """Counts, model, encoders, options, root, on-disk size of the index and last run time."""
         db = self.db
         counts, n_chips, n_scenes, n_captions = db.counts()
-        size = sum(f.stat().st_size for f in self.index_dir.iterdir() if f.is_file())
-        cut = db.chip_options()
-        return {
-            "root": display_path(self.root), "index_dir": str(self.index_dir),
-            "tiles": counts.get("ok", 0), "errors": counts.get("error", 0), "pending": counts.get("pending", 0),
-            "nodata": counts.get("nodata", 0), "chips": n_chips, "scenes": n_scenes,
-            "captions": n_captions,
-            "bits": int(db.get_meta("bits", self.model.bits)),
-            "model_fingerprint": db.get_meta("model_fingerprint"), "loaded_model": self.model.fingerprint,
-            "model_dir": db.get_meta("model_dir"), "stale": self.stale,
-            "image_encoder": db.get_meta("image_encoder", self.model.image_encoder),
-            "text_encoder": db.get_meta("text_encoder", self.model.text_encoder),
-            "options": db.options(), "chip_options": asdict(cut) if cut else None,
-            "index_bytes": size, "last_indexed": db.get_meta("last_indexed"),
-        }
+        return ArchiveStats(
+            root=display_path(self.root), index_dir=str(self.index_dir),
+            tiles=counts.get("ok", 0), errors=counts.get("error", 0), pending=counts.get("pending", 0),
+            nodata=counts.get("nodata", 0), chips=n_chips, scenes=n_scenes, captions=n_captions,
+            bits=int(db.get_meta("bits", self.model.bits)),
+            model_fingerprint=db.get_meta("model_fingerprint"), loaded_model=self.model.fingerprint,
+            model_dir=db.get_meta("model_dir"), stale=self.stale,
+            image_encoder=db.get_meta("image_encoder", self.model.image_encoder),
+            text_encoder=db.get_meta("text_encoder", self.model.text_encoder),
+            options=db.options(), chip_options=db.chip_options(),
+            index_bytes=sum(f.stat().st_size for f in self.index_dir.iterdir() if f.is_file()),
+            last_indexed=db.get_meta("last_indexed"))
 
     def errors(self) -> list[tuple[str, str]]:
         """``(rel, reason)`` of every file (or chip: its window leads the reason) that could not be read."""

@@ -1,11 +1,12 @@
-"""What the archive answers with: search results, captions, stored tile records."""
+"""What the archive answers with: search results, captions, stored tile records, its statistics."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
 from ..imagery import reading as imagery
+from ..imagery.chips import ChipOptions
 
 
 @dataclass
@@ -55,6 +56,42 @@ class TileRecord:
     content_hash: str | None
     window: tuple[int, int, int, int] | None = None
     scene_size: tuple[int, int] | None = None
+
+
+@dataclass
+class ArchiveStats:
+    """Counts, model, encoders, options, root, on-disk size of the index and last run time.
+
+    ``tiles`` counts searchable tiles, chips included (``chips`` of them, from ``scenes`` files);
+    ``errors`` the unreadable files and chips, ``pending`` those still to encode, ``nodata`` the
+    chips skipped for lack of valid pixels. ``stale``: built with another hashing model than
+    ``loaded_model``. ``chip_options`` is None when every file is one tile.
+    """
+
+    root: str
+    index_dir: str
+    tiles: int
+    errors: int
+    pending: int
+    nodata: int
+    chips: int
+    scenes: int
+    captions: int
+    bits: int
+    model_fingerprint: str | None
+    loaded_model: str
+    model_dir: str | None
+    stale: bool
+    image_encoder: str
+    text_encoder: str
+    options: dict
+    chip_options: ChipOptions | None
+    index_bytes: int
+    last_indexed: str | None
+
+    def to_dict(self) -> dict:
+        """Plain JSON-able values (``chip_options`` as ``{"chip", "overlap", "chip_m"}`` or None)."""
+        return asdict(self)
 
 
 def window_of_row(row: Sequence) -> tuple[int, int, int, int] | None:
