@@ -22,7 +22,8 @@ from pathlib import Path
 
 from .core.archive import export
 from .core.files import display_path
-from .core.jobs import UserError
+from .cli_jobs import run_job
+from .core.jobs import Cancelled, UserError
 from .core.imagery.chips import window_text
 from .core.model import runtime
 
@@ -152,8 +153,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_index(args) -> int:
     """``duch index FOLDER``: create or update the folder's index with a progress bar."""
-    from tqdm import tqdm
-
     from .core.imagery import reading as imagery
     from .core.model.defaults import default_index_dir
     from .core.archive.archive import Archive
@@ -178,7 +177,6 @@ def cmd_index(args) -> int:
         check_address(args.ray)
     index_dir = args.index_dir or default_index_dir(folder)
     archive = Archive.open(index_dir, model=args.model, create_root=folder, runtime=args.runtime)
-    bar = None
     try:
         job = archive.index(bands=bands, follow_symlinks=args.follow_symlinks, batch_size=args.batch_size,
                             workers=args.workers, captions_file=args.captions, stretch=args.stretch,
@@ -186,33 +184,13 @@ def cmd_index(args) -> int:
                             ray_workers=args.ray_workers)
         # Ray prints its cluster's notes (a worker died and was restarted...) on stdout: keep stdout for the report.
         stdout_guard = contextlib.redirect_stdout(sys.stderr) if args.ray else contextlib.nullcontext()
-        # disable=None: no bar when stderr is not a terminal (logs, pipes, tests).
-        bar = tqdm(total=0, unit="tile", file=sys.stderr, disable=None, dynamic_ncols=True)
         try:
             with stdout_guard:
-                for event in job:
-                    if event.stage == "index" and event.total:
-                        bar.total, bar.n = event.total, event.done
-                        bar.set_postfix_str(f"{event.info.get('rate', 0):.1f} tiles/s, "
-                                            f"{event.info.get('errors', 0)} errors", refresh=False)
-                        bar.refresh()
-                    elif event.stage == "scan":
-                        bar.set_description_str(f"scanning ({event.done} files)")
-                    elif event.stage == "plan":
-                        bar.set_description_str(f"cutting scenes into chips ({event.done}/{event.total} files)")
-                    elif event.message and event.stage == "index":
-                        bar.write(event.message, file=sys.stderr)
-                    if event.stage == "index" and event.total:
-                        bar.set_description_str("indexing")
-        except KeyboardInterrupt:
-            job.close()  # commits finished batches and leaves a consistent index
-            bar.close()
+                report = run_job(job)
+        except Cancelled:  # the finished batches are committed: the index is consistent
             print(f"cancelled; {archive.stats().tiles} tiles indexed, run again to resume", file=sys.stderr)
             return 130
-        report = archive.last_report
     finally:
-        if bar is not None:
-            bar.close()
         archive.close()
     if args.json:
         print(json.dumps({**asdict(report), "index_dir": str(archive.index_dir)}, indent=2))
@@ -347,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     except (UserError, ValueError) as e:
         print(f"duch: {_one_line(e)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except (Cancelled, KeyboardInterrupt):
         print("duch: cancelled", file=sys.stderr)
         return 130
     except Exception as e:  # noqa: BLE001 - the CLI's last line of defence: one line, not a traceback

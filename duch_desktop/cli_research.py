@@ -9,14 +9,14 @@ import argparse
 import json
 import os
 import shlex
-import signal
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from .core.files import write_text_atomic
-from .core.jobs import Cancelled, Job, Progress, UserError, drive
+from .cli_jobs import run_job
+from .core.jobs import Job, Progress, UserError
 from .core.model import runtime
 
 DEFAULT_UCM = Path("../shared/data/ucm")
@@ -77,64 +77,6 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=1, help="tile-decoding processes (0 = decode in the main one)")
 
 
-# --------------------------------------------------------------------------- driving jobs
-
-def run_job(job: Job):
-    """Drive ``job`` with a tqdm bar per stage; the first Ctrl-C cancels it cleanly."""
-    from tqdm import tqdm
-
-    bars: dict[str, tqdm] = {}
-    state = {"cancel": False}
-
-    def on_sigint(signum, frame):
-        if state["cancel"]:
-            raise KeyboardInterrupt
-        state["cancel"] = True
-        print("\nstopping at the next step (Ctrl-C again to abort at once)...", file=sys.stderr)
-
-    def on_progress(ev: Progress) -> None:
-        bar = bars.get(ev.stage)
-        if bar is None:
-            for b in bars.values():
-                b.close()
-            bars.clear()
-            bar = bars[ev.stage] = tqdm(total=ev.total or None, desc=ev.stage, unit="", dynamic_ncols=True,
-                                        leave=False, file=sys.stderr, disable=None)
-        if ev.total and bar.total != ev.total:
-            bar.total = ev.total
-        if ev.done > bar.n:
-            bar.update(ev.done - bar.n)
-        if ev.message:
-            bar.set_postfix_str(ev.message, refresh=False)
-        bar.refresh()
-
-    old = signal.signal(signal.SIGINT, on_sigint) if _main_thread() else None
-    try:
-        return drive(job, on_progress, lambda: state["cancel"])
-    finally:
-        for b in bars.values():
-            b.close()
-        if old is not None:
-            signal.signal(signal.SIGINT, old)
-
-
-def _main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
-
-
-def _handle(fn, args) -> int:
-    try:
-        return fn(args)
-    except UserError as e:
-        print(f"duch: {e}", file=sys.stderr)
-        return 2
-    except (Cancelled, KeyboardInterrupt):
-        print("duch: cancelled", file=sys.stderr)
-        return 130
-
-
 def _encoders(args, model=None):
     """The encoders the options name; with ``model``, options left out follow what it was trained on."""
     from .core.model.encoders import (DEFAULT_TEXT_POOLING, encoder_spec_from_identity, load_image_encoder,
@@ -160,10 +102,6 @@ def _check_bits(bits: list[int]) -> None:
 # --------------------------------------------------------------------------- evaluate
 
 def cmd_evaluate(args) -> int:
-    return _handle(_evaluate, args)
-
-
-def _evaluate(args) -> int:
     if args.external is not None:
         return _evaluate_external(args)
     from .core.research.evaluate import results_table, run_ucm_evaluation
@@ -222,10 +160,6 @@ def _evaluate_external(args) -> int:
 
 
 # --------------------------------------------------------------------------- train
-
-def cmd_train(args) -> int:
-    return _handle(_train, args)
-
 
 def _folder_tiles(folder: Path, captions_file: Path | None) -> tuple[list[Path], list[list[str]]]:
     from .core.training.datasets import load_captions_file, match_captions
@@ -289,7 +223,7 @@ def _write_json(path: Path, obj) -> None:
     write_text_atomic(path, json.dumps(obj, ensure_ascii=False, indent=0))
 
 
-def _train(args) -> int:
+def cmd_train(args) -> int:
     _check_bits([args.bits])
     if args.epochs < 1:
         raise UserError("--epochs must be at least 1")

@@ -11,7 +11,7 @@ import pytest
 from duch_desktop import cli_research
 from duch_desktop.core.research.evaluate import run_ucm_evaluation
 from duch_desktop.core.model.bundle import DuchModel
-from duch_desktop.core.jobs import drive
+from duch_desktop.core.jobs import UserError, drive
 from duch_desktop.core.training.trainer import TrainConfig
 
 UCM = Path(__file__).resolve().parents[3] / "shared" / "data" / "ucm"
@@ -126,8 +126,8 @@ def test_cli_train_writes_a_loadable_bundle_with_captions(mini, tmp_path, monkey
     assert "UCM mAP@20" in capsys.readouterr().out
     # a plain folder without a captions file: one plain error line, exit 2
     args.source, args.out = root / "images", tmp_path / "m2"
-    assert cli_research.cmd_train(args) == 2
-    assert capsys.readouterr().err.startswith("duch: no captions")
+    with pytest.raises(UserError, match="^no captions"):
+        cli_research.cmd_train(args)
 
 
 @pytest.mark.slow
