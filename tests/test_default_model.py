@@ -46,12 +46,17 @@ def test_demo_class_queries_hit_top5(tmp_path):
     assert geo and geo[0].footprint, "the georeferenced demo GeoTIFF should be found with its footprint"
 
     # odd queries: nonsense still ranks, an empty one is a plain message, a long one says it was cut
-    assert len(archive.search_text("purple elephants dancing on the moon", k=5)) == 5
+    nonsense, everything = (archive.search_text("purple elephants dancing on the moon", k=k) for k in (5, 1000))
+    assert [(h.tile_id, h.distance) for h in nonsense] == [(h.tile_id, h.distance) for h in everything[:5]]
+    assert [h.rank for h in nonsense] == [1, 2, 3, 4, 5] and len(everything) == report.added
     with pytest.raises(UserError, match="type a description"):
         archive.search_text("   ", k=5)
     assert archive.query_note("a river") is None
     long_query = ("a dense residential area next to a highway with many cars and some trees " * 30)[:2000]
-    assert len(archive.search_text(long_query, k=5)) == 5
+    top = archive.search_text(long_query, k=5)
+    read = archive.search_text(archive.text_encoder.kept_text(" ".join(long_query.split())), k=5)
+    assert [(h.tile_id, h.distance) for h in top] == [(h.tile_id, h.distance) for h in read]  # the first 64 tokens
+    assert {"denseresidential", "mediumresidential"} & {h.rel.split("/")[0] for h in top}
     note = archive.query_note(long_query)
     assert note and "first 64" in note and "a dense residential area" in note
     archive.close()

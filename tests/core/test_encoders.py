@@ -87,6 +87,10 @@ def test_text_encoder_truncates_long_input(tiny_bert):
     enc = encoders.load_text_encoder(str(tiny_bert), device="cpu")
     out = enc.encode(["highway " * 2000])
     assert out.shape == (1, 32) and np.isfinite(out).all()
+    # what is read is the first max_tokens tokens ([CLS] + words + [SEP]), no more, no fewer
+    kept = enc.max_tokens - 2
+    np.testing.assert_allclose(out, enc.encode(["highway " * kept]), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(out, enc.encode(["highway " * (kept - 1)]), rtol=1e-5, atol=1e-6)
 
 
 def test_image_encoder_from_local_dir(tiny_resnet):
