@@ -7,6 +7,7 @@ name (and a killed one leaves only a temp file the next run can recognise by its
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from contextlib import contextmanager
@@ -43,6 +44,12 @@ def unlink_quietly(path: str | os.PathLike) -> None:
         os.unlink(path)
     except OSError:
         pass
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes (model weights, exported graphs)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def display_path(path: str | bytes | os.PathLike) -> str:

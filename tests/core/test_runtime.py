@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from duch_desktop.core.files import file_sha256
 from duch_desktop.core.jobs import UserError
 from duch_desktop.core.model import encoders, runtime
 from tests.core.test_encoders import tiny_bert, tiny_resnet  # noqa: F401 - fixtures
@@ -160,7 +161,7 @@ def test_a_graph_onnxruntime_rejects_is_exported_again(tiny_resnet, tmp_path):  
     graph.write_bytes(b"not a protobuf")
     sidecar = graph.with_suffix(".json")  # a sidecar that vouches for the junk: only onnxruntime can tell
     meta = json.loads(sidecar.read_text())
-    sidecar.write_text(json.dumps({**meta, "sha256": runtime._file_sha256(graph)}))
+    sidecar.write_text(json.dumps({**meta, "sha256": file_sha256(graph)}))
     again = encoders.onnx_image_encoder(str(tiny_resnet), cache_dir=tmp_path)
     imgs = np.zeros((1, first.input_size, first.input_size, 3), np.uint8)
     np.testing.assert_allclose(again.encode(imgs), first.encode(imgs), rtol=1e-5, atol=1e-6)

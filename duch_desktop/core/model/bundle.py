@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..files import atomic_path, write_text_atomic
+from ..files import atomic_path, file_sha256, write_text_atomic
 from ..jobs import UserError
 from .heads import HIDDEN, HashHead
 
@@ -110,7 +110,7 @@ class DuchModel:
                 tensors[f"{name}.{k}"] = v
         with atomic_path(directory / WEIGHTS_FILE) as tmp:
             save_file(tensors, tmp)
-            digest = _file_sha256(Path(tmp))
+            digest = file_sha256(Path(tmp))
         self.meta["weights_sha256"] = digest
         meta = {
             "format": BUNDLE_FORMAT, "bits": self.bits, "hidden": self.image_head.net[0].out_features,
@@ -137,7 +137,7 @@ class DuchModel:
         except (ValueError, KeyError, TypeError) as e:
             raise UserError(f"model bundle {directory}: {META_FILE} is unreadable ({e})") from e
         expected = meta.get("weights_sha256")
-        if expected and _file_sha256(weights) != expected:
+        if expected and file_sha256(weights) != expected:
             raise UserError(f"model bundle {directory}: {WEIGHTS_FILE} is corrupt (checksum mismatch)")
         try:
             tensors = load_file(str(weights))
@@ -156,14 +156,6 @@ class DuchModel:
                 raise UserError(f"model bundle {directory}: weights do not match model.json ({e})") from e
             head.eval()
         return model.to(device)
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _state_digest(model: DuchModel) -> str:

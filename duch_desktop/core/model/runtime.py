@@ -24,11 +24,11 @@ import json
 import logging
 import os
 import re
-import tempfile
 from importlib import metadata, util
 from pathlib import Path
 from typing import Callable, Iterator
 
+from ..files import atomic_path, file_sha256, write_text_atomic
 from ..jobs import UserError
 
 import numpy as np
@@ -179,17 +179,12 @@ def _sidecar(path: Path) -> Path:
     return path.with_suffix(".json")
 
 
-def _file_sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def graph_is_valid(path: Path, identity: str, kind: str) -> bool:
     """True when ``path`` holds the complete graph its sidecar describes, for this identity and exporter."""
     try:
         meta = json.loads(_sidecar(path).read_text())
         return (meta.get("identity") == identity and meta.get("kind") == kind
-                and meta.get("exporter") == exporter_version() and meta.get("sha256") == _file_sha256(path))
+                and meta.get("exporter") == exporter_version() and meta.get("sha256") == file_sha256(path))
     except (OSError, ValueError, AttributeError):
         return False
 
@@ -228,23 +223,8 @@ def cached_graph(identity: str, kind: str, export: Callable[[Path], None],
         if not rebuild and graph_is_valid(path, identity, kind):
             return path
         log.info("preparing the ONNX graph of %s (once per install, about a minute)", identity)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-        os.close(fd)
-        try:
+        with atomic_path(path) as tmp:
             export(Path(tmp))
-            meta = {"identity": identity, "kind": kind, "exporter": exporter_version(), "sha256": _file_sha256(Path(tmp))}
-            os.replace(tmp, path)
-            _write_atomic(_sidecar(path), json.dumps(meta, indent=1))
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+            meta = {"identity": identity, "kind": kind, "exporter": exporter_version(), "sha256": file_sha256(Path(tmp))}
+        write_text_atomic(_sidecar(path), json.dumps(meta, indent=1))
     return path
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
