@@ -89,3 +89,12 @@ def test_no_private_name_imported_from_another_module():
     bad = [f"{m} imports {t}.{n}" for m, p in modules.items() for t, names in _imports(m, p, modules)
            for n in names if n.startswith("_") and not n.startswith("__") and t != m]
     assert bad == []
+
+
+def test_every_sql_statement_is_in_the_database_class():
+    # archive/database.py's Database owns the SQL; the rest of the package calls its methods.
+    owner = PACKAGE / "core" / "archive" / "database.py"
+    calls = [f"{path.relative_to(PACKAGE)}:{node.lineno}" for path in PACKAGE.rglob("*.py") if path != owner
+             for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+             if isinstance(node, ast.Attribute) and node.attr in ("execute", "executemany", "executescript")]
+    assert calls == []
