@@ -1,6 +1,6 @@
-"""Search speed: 64-bit Hamming k-NN (CodeIndex) vs float32 brute force over 512-d vectors, 1M items.
+"""Search speed: 64-bit Hamming k-NN (HammingTable) vs float32 brute force over 512-d vectors, 1M items.
 
-Two code distributions, because the clustered (IVF) CodeIndex prunes by structure:
+Two code distributions, because the clustered (IVF) HammingTable prunes by structure:
 
 * ``uniform``: i.i.d. random bits, the worst case (no structure to prune by);
 * ``clustered``: ``--centres`` (50) random centre codes, every code a centre with each bit
@@ -17,8 +17,8 @@ as large as their own per-dimension spread moves their codes by a median of 3 bi
 
 Every method answers the same queries, timed one query at a time, one OpenMP thread,
 interleaved in rounds so that load from other processes hits all methods alike; figures are
-medians. ``flat`` is the CodeIndex of before (``IndexBinaryIDMap2(IndexBinaryFlat)``), the
-default CodeIndex is exact (checked here against flat on every query), ``max_scan=f`` is the
+medians. ``flat`` is the HammingTable of before (``IndexBinaryIDMap2(IndexBinaryFlat)``), the
+default HammingTable is exact (checked here against flat on every query), ``max_scan=f`` is the
 approximate option (recall@k: share of the k results within the true k-th distance).
 
 Also times an end-to-end text query (default text encoder -> hash -> search) when the
@@ -115,22 +115,22 @@ def interleaved(methods: dict, nq: int, rounds: int, per_round: dict | None = No
 
 def bench_distribution(kind: str, args, float_query) -> list[tuple]:
     """Rows (kind, method, ms/query, note) for one code distribution; numpy timed in the same rounds."""
-    from duch_desktop.core.archive.hamming import CodeIndex
+    from duch_desktop.core.archive.hamming import HammingTable
 
     codes, queries = make_codes(kind, args.n, args.queries, args.bits, args.centres, args.flip)
     ids = np.arange(len(codes))
-    flat = CodeIndex(args.bits)
-    flat.CLUSTER_MIN = args.n + 1  # the CodeIndex of before: always flat
+    flat = HammingTable(args.bits)
+    flat.CLUSTER_MIN = args.n + 1  # the HammingTable of before: always flat
     flat.reset(ids, codes)
     t = time.perf_counter()
-    default = CodeIndex(args.bits)  # what the archive gets: clustered only where that prunes
+    default = HammingTable(args.bits)  # what the archive gets: clustered only where that prunes
     default.reset(ids, codes)
     build = time.perf_counter() - t
     if default.clustered:
         ours = default
     else:  # the clustered form anyway, for its exact cost here and for the approximate budgets
-        ours = CodeIndex(args.bits)
-        ours.PAYOFF, ours.CLUSTER_MIN = 1.0, min(CodeIndex.CLUSTER_MIN, args.n)
+        ours = HammingTable(args.bits)
+        ours.PAYOFF, ours.CLUSTER_MIN = 1.0, min(HammingTable.CLUSTER_MIN, args.n)
         ours.reset(ids, codes)
 
     k = args.k
@@ -140,9 +140,9 @@ def bench_distribution(kind: str, args, float_query) -> list[tuple]:
     for q in queries:
         ours.search(q, k)
         read.append(ours._index.last_read / args.n)
-    print(f"{kind}: the default CodeIndex {'clusters' if default.clustered else 'stays flat'} "
+    print(f"{kind}: the default HammingTable {'clusters' if default.clustered else 'stays flat'} "
           f"(built in {build:.1f} s, {ours._index.nlist} lists; an exact search reads {100 * np.median(read):.1f}% "
-          f"of the codes, median, max {100 * max(read):.0f}%; CodeIndex.PAYOFF = {100 * CodeIndex.PAYOFF:.0f}%)")
+          f"of the codes, median, max {100 * max(read):.0f}%; HammingTable.PAYOFF = {100 * HammingTable.PAYOFF:.0f}%)")
     notes = {"flat": "exact (reference)", "clustered": f"exact on {exact}/{len(queries)} queries"
              + ("" if default.clustered else "; not the default here")}
 
@@ -177,7 +177,7 @@ def bench_text_query(codes: np.ndarray, k: int, queries: int) -> tuple[float, fl
     from duch_desktop.core.model.encoders import load_text_encoder
     from duch_desktop.core.model.bundle import DuchModel
     from duch_desktop.core.jobs import UserError
-    from duch_desktop.core.archive.hamming import CodeIndex
+    from duch_desktop.core.archive.hamming import HammingTable
 
     try:
         text = load_text_encoder()
@@ -189,7 +189,7 @@ def bench_text_query(codes: np.ndarray, k: int, queries: int) -> tuple[float, fl
     except UserError:
         model = DuchModel.new(1280, text.dim, codes.shape[1] * 8, "efficientnet-lite0", text.identity)
         which = "random DuchModel (no default bundle)"
-    index = CodeIndex(model.bits)
+    index = HammingTable(model.bits)
     index.update(ids=np.arange(len(codes)), codes=codes if model.bits == codes.shape[1] * 8 else
                  np.random.default_rng(0).integers(0, 256, (len(codes), model.bits // 8), dtype=np.uint8))
     words = "dense residential area with many buildings near a highway and green trees".split()

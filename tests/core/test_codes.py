@@ -1,16 +1,16 @@
-"""CodeIndex's clustered (IVF) form against brute-force Hamming: exact k-NN, updates, files."""
+"""HammingTable's clustered (IVF) form against brute-force Hamming: exact k-NN, updates, files."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from duch_desktop.core.archive.hamming import CodeIndex, hamming
+from duch_desktop.core.archive.hamming import HammingTable, hamming
 
 
 @pytest.fixture(autouse=True)
 def small_clusters(monkeypatch):
-    monkeypatch.setattr(CodeIndex, "CLUSTER_MIN", 400)  # cluster from 400 codes on (1M figures: the benchmark)
-    monkeypatch.setattr(CodeIndex, "PAYOFF", 1.0)  # keep the clustered form even where it prunes nothing
+    monkeypatch.setattr(HammingTable, "CLUSTER_MIN", 400)  # cluster from 400 codes on (1M figures: the benchmark)
+    monkeypatch.setattr(HammingTable, "PAYOFF", 1.0)  # keep the clustered form even where it prunes nothing
 
 
 def clustered_codes(rng, n: int, nbytes: int = 8, centres: int = 12, flip: float = 0.1) -> np.ndarray:
@@ -20,7 +20,7 @@ def clustered_codes(rng, n: int, nbytes: int = 8, centres: int = 12, flip: float
     return c[rng.integers(0, centres, n)] ^ noise
 
 
-def check(index: CodeIndex, ref: dict[int, np.ndarray], q: np.ndarray, k: int, exclude=()) -> None:
+def check(index: HammingTable, ref: dict[int, np.ndarray], q: np.ndarray, k: int, exclude=()) -> None:
     """``index.search`` == brute force: same distances, every pair true, ties by id, no excluded id."""
     got, exclude = index.search(q, k, exclude=exclude), set(exclude)
     d = dict(zip(ref, hamming(q, np.stack(list(ref.values())))[0].tolist()))
@@ -38,7 +38,7 @@ def test_clustered_index_is_exact(nbytes, kind):
     codes = (clustered_codes(rng, n, nbytes) if kind == "clustered"
              else rng.integers(0, 256, (n, nbytes), dtype=np.uint8))
     ids = rng.permutation(10 * n)[:n] + 5  # arbitrary, unordered ids
-    index = CodeIndex(nbytes * 8)
+    index = HammingTable(nbytes * 8)
     index.reset(ids, codes)
     assert index.clustered and index.ntotal == n
     ref = dict(zip(ids.tolist(), codes))
@@ -57,7 +57,7 @@ def test_codes_added_after_clustering_far_from_every_centroid_are_found():
     """The per-list radius must grow with late additions, or the bound would skip their list."""
     rng = np.random.default_rng(1)
     codes = clustered_codes(rng, 1000, flip=0.02)
-    index = CodeIndex(64)
+    index = HammingTable(64)
     index.reset(np.arange(1000), codes)
     assert index.clustered
     ref = dict(enumerate(codes))
@@ -72,7 +72,7 @@ def test_codes_added_after_clustering_far_from_every_centroid_are_found():
 def test_incremental_growth_removals_and_reclustering():
     rng = np.random.default_rng(2)
     pool = clustered_codes(rng, 4000)
-    index, ref, next_id = CodeIndex(64), {}, 0
+    index, ref, next_id = HammingTable(64), {}, 0
     seen = []
     for step in range(40):
         add = rng.integers(50, 150)
@@ -99,15 +99,15 @@ def test_clustered_save_load_and_flat_file_upgrade(tmp_path):
 
     rng = np.random.default_rng(3)
     codes = clustered_codes(rng, 2000)
-    index = CodeIndex(64)
+    index = HammingTable(64)
     index.reset(np.arange(2000) * 3, codes)
     index.update(remove=[0, 3, 6])
     path = tmp_path / "codes.faiss"
     index.save(path)
     assert isinstance(faiss.read_index_binary(str(path)), faiss.IndexBinaryIVF)
-    loaded = CodeIndex.load(path, 64)
+    loaded = HammingTable.load(path, 64)
     assert loaded.clustered and loaded.ntotal == 1997
-    assert CodeIndex.load(path, 32) is None
+    assert HammingTable.load(path, 32) is None
     ref = {i * 3: c for i, c in enumerate(codes) if i >= 3}
     for q in list(codes[:10]) + list(rng.integers(0, 256, (5, 8), dtype=np.uint8)):
         assert loaded.search(q, 20) == index.search(q, 20)
@@ -118,14 +118,14 @@ def test_clustered_save_load_and_flat_file_upgrade(tmp_path):
     old = faiss.IndexBinaryIDMap2(faiss.IndexBinaryFlat(64))  # a file from before the clustered form
     old.add_with_ids(codes, np.arange(2000, dtype=np.int64))
     faiss.write_index_binary(old, str(path))
-    upgraded = CodeIndex.load(path, 64)
+    upgraded = HammingTable.load(path, 64)
     assert upgraded.clustered and upgraded.ntotal == 2000
     check(upgraded, dict(enumerate(codes)), codes[7], 20)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["codes.faiss"]
 
 
 def test_small_index_stays_flat_and_empty_index_is_empty():
-    index = CodeIndex(64)
+    index = HammingTable(64)
     codes = np.random.default_rng(4).integers(0, 256, (100, 8), dtype=np.uint8)
     index.reset(np.arange(100), codes)
     assert not index.clustered
@@ -138,7 +138,7 @@ def test_max_scan_is_approximate_but_honest():
     rng = np.random.default_rng(5)
     codes = rng.integers(0, 256, (3000, 8), dtype=np.uint8)
     ref = dict(enumerate(codes))
-    exact, approx, full = CodeIndex(64), CodeIndex(64, max_scan=0.05), CodeIndex(64, max_scan=1.0)
+    exact, approx, full = HammingTable(64), HammingTable(64, max_scan=0.05), HammingTable(64, max_scan=1.0)
     for index in (exact, approx, full):
         index.reset(np.arange(3000), codes)
     worse = 0
@@ -151,9 +151,9 @@ def test_max_scan_is_approximate_but_honest():
 
 
 def test_clustering_is_kept_only_where_it_prunes(monkeypatch):
-    monkeypatch.setattr(CodeIndex, "PAYOFF", 0.5)
+    monkeypatch.setattr(HammingTable, "PAYOFF", 0.5)
     rng = np.random.default_rng(6)
-    structured, uniform = CodeIndex(64), CodeIndex(64)
+    structured, uniform = HammingTable(64), HammingTable(64)
     codes = clustered_codes(rng, 3000, flip=0.05)
     structured.reset(np.arange(3000), codes)
     assert structured.clustered and structured._index.median_read(codes) < 1500
@@ -164,7 +164,7 @@ def test_clustering_is_kept_only_where_it_prunes(monkeypatch):
     uniform.update(ids=[5000], codes=codes[:1])  # no new try at every batch...
     assert uniform._index is before and not uniform.clustered
     check(uniform, {**dict(enumerate(codes)), 5000: codes[0]}, codes[0], 20)
-    monkeypatch.setattr(CodeIndex, "PAYOFF", 1.0)
+    monkeypatch.setattr(HammingTable, "PAYOFF", 1.0)
     more = rng.integers(0, 256, (9000, 8), dtype=np.uint8)
     uniform.update(ids=np.arange(10000, 19000), codes=more)  # ...only after growing REGROW times
     assert uniform.clustered and uniform.ntotal == 12001
@@ -172,7 +172,7 @@ def test_clustering_is_kept_only_where_it_prunes(monkeypatch):
 
 @pytest.fixture
 def tiny_clusters(monkeypatch):
-    monkeypatch.setattr(CodeIndex, "CLUSTER_MIN", 4)  # the 12-tile test archive gets clustered indexes
+    monkeypatch.setattr(HammingTable, "CLUSTER_MIN", 4)  # the 12-tile test archive gets clustered indexes
 
 
 def test_archive_with_clustered_indexes_saves_reloads_and_rebuilds(tiny_clusters, archive, tiny_encoders):
@@ -213,7 +213,7 @@ def test_searches_while_another_thread_grows_and_reclusters():
 
     rng = np.random.default_rng(7)
     codes = clustered_codes(rng, 6000)
-    index, errors, done = CodeIndex(64), [], threading.Event()
+    index, errors, done = HammingTable(64), [], threading.Event()
 
     def searcher():
         try:

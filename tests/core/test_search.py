@@ -8,7 +8,7 @@ import pytest
 
 from duch_desktop.core.archive.archive import Archive
 from duch_desktop.core.jobs import UserError
-from duch_desktop.core.archive.hamming import CodeIndex, hamming
+from duch_desktop.core.archive.hamming import HammingTable, hamming
 from tests.conftest import CLASSES, PER_CLASS, make_tiny_model
 
 N = len(CLASSES) * PER_CLASS
@@ -126,12 +126,12 @@ def test_reopen_uses_recorded_model_and_registered_encoders(archive):
     again.close()
 
 
-# --------------------------------------------------------------------------- CodeIndex
+# --------------------------------------------------------------------------- HammingTable
 
 def test_code_index_update_search_save_load(tmp_path):
     rng = np.random.default_rng(0)
     codes = rng.integers(0, 256, (50, 4), dtype=np.uint8)
-    index = CodeIndex(32)
+    index = HammingTable(32)
     index.update(ids=list(range(100, 150)), codes=codes)
     q = codes[7]
     assert index.search(q, 1) == [(107, 0)]
@@ -142,12 +142,12 @@ def test_code_index_update_search_save_load(tmp_path):
     assert index.ntotal == 48
     path = tmp_path / "codes.faiss"
     index.save(path)
-    loaded = CodeIndex.load(path, 32)
+    loaded = HammingTable.load(path, 32)
     assert loaded.ntotal == 48 and loaded.search(codes[9], 3) == index.search(codes[9], 3)
-    assert CodeIndex.load(path, 64) is None
+    assert HammingTable.load(path, 64) is None
     path.write_bytes(b"junk")
-    assert CodeIndex.load(path, 32) is None
-    assert CodeIndex(32).search(q, 5) == []
+    assert HammingTable.load(path, 32) is None
+    assert HammingTable(32).search(q, 5) == []
     assert [p.name for p in tmp_path.iterdir()] == ["codes.faiss"]  # no temp files left
 
 

@@ -5,7 +5,7 @@ inside the imagery folder by default, see :func:`defaults.default_index_dir`) an
 of its parts:
 
 - ``db`` (:class:`database.Database`): ``archive.sqlite``, which owns every SQL statement;
-- ``tables`` (:class:`tables.CodeTables`): the Hamming tables of tiles and captions (faiss),
+- ``tables`` (:class:`tables.HammingTables`): the Hamming tables of tiles and captions (faiss),
   rebuilt from SQLite when not in step with it;
 - ``thumbs`` (:class:`thumbs.Thumbnails`): the thumbnail cache;
 - ``encoders`` (:class:`defaults.Encoders`): the hashing model and its frozen encoders;
@@ -33,7 +33,7 @@ from .captions import read_caption_texts
 from .indexing import SAVE_EVERY_S, STRETCHES, Indexer, IndexReport
 from .queries import Queries
 from .records import ArchiveStats, CaptionHit, Hit, TileRecord
-from .tables import CodeTables
+from .tables import HammingTables
 from .thumbs import Thumbnails
 
 # The GUI and the CLI import the records and the run report from here.
@@ -53,7 +53,7 @@ class Archive:
         self.db = Database(index_dir / ARCHIVE_DB)
         self.encoders = Encoders(model, image_encoder, text_encoder, runtime)
         self.thumbs = Thumbnails(index_dir / THUMBS)
-        self.tables = CodeTables(index_dir, int(self.db.get_meta("bits", model.bits)))
+        self.tables = HammingTables(index_dir, int(self.db.get_meta("bits", model.bits)))
         for which in FAISS_FILES:
             self.tables.load(self.db, which)
         self.indexer = Indexer(self.db, self.tables, self.thumbs, self.encoders, root, index_dir, model_dir)

@@ -1,7 +1,7 @@
-"""The Hamming code index: packed binary codes keyed by SQLite row id, searchable by distance.
+"""The Hamming table: packed binary codes keyed by SQLite row id, searchable by distance.
 
-:class:`CodeIndex` holds either a faiss ``IndexBinaryIDMap2(IndexBinaryFlat(bits))`` (small
-archives: a flat scan of 100k codes takes ~0.1 ms) or, from :attr:`CodeIndex.CLUSTER_MIN` codes
+:class:`HammingTable` holds either a faiss ``IndexBinaryIDMap2(IndexBinaryFlat(bits))`` (small
+archives: a flat scan of 100k codes takes ~0.1 ms) or, from :attr:`HammingTable.CLUSTER_MIN` codes
 on, a faiss ``IndexBinaryIVF`` whose lists are searched *exactly*: every list ``c`` carries an
 upper bound ``R_c`` on the Hamming distance of its codes to its centroid, so no code of a list
 can be nearer to the query ``q`` than ``d(q, c) - R_c`` (triangle inequality). Lists are read in
@@ -10,7 +10,7 @@ distance are read (see :class:`_Clustered`). The result is the true k nearest (t
 of distances as a brute-force scan). Clustered codes, as a trained hashing model gives, let a
 search read a few per cent of the archive (1M codes: ~0.2 ms instead of ~1.2 ms); codes with
 no structure (uniform random) would make it read every list, so there the index stays flat
-(:attr:`CodeIndex.PAYOFF`).
+(:attr:`HammingTable.PAYOFF`).
 
 Ids are SQLite row ids. Every access goes through one lock because faiss does not allow a
 search while another thread adds or removes codes (the GUI searches while indexing runs).
@@ -30,7 +30,7 @@ from ..files import atomic_path
 _FAR = 1 << 30  # "never": the lower bound of an empty list, the k-th distance before k codes are found
 
 
-class CodeIndex:
+class HammingTable:
     """Packed binary codes keyed by integer id, searchable by Hamming distance.
 
     ``max_scan`` (None: exact, the default) makes searches approximate: a search reads lists
@@ -141,7 +141,7 @@ class CodeIndex:
             faiss.write_index_binary(index, tmp)
 
     @classmethod
-    def load(cls, path: Path, bits: int) -> "CodeIndex | None":
+    def load(cls, path: Path, bits: int) -> "HammingTable | None":
         """The index stored at ``path``, or None when it is missing, unreadable or of other bits.
 
         A flat file of :attr:`CLUSTER_MIN` codes or more (written before the clustered form

@@ -30,7 +30,7 @@ from .database import FAISS_FILES, RUN_LOCK, Database, now
 from .planning import ChipPlanner
 from .queries import DEFAULT_INPUT_SIZE
 from .reader import FileTodo, TileReader, Work, as_list
-from .tables import CodeTables
+from .tables import HammingTables
 from .thumbs import Thumbnails
 
 STRETCHES = ("auto", "percentile", "none")
@@ -61,7 +61,7 @@ class IndexReport:
 class Indexer:
     """Write side of an archive: bringing the index up to date with the folder."""
 
-    def __init__(self, db: Database, tables: CodeTables, thumbs: Thumbnails, encoders: Encoders,
+    def __init__(self, db: Database, tables: HammingTables, thumbs: Thumbnails, encoders: Encoders,
                  root: Path, index_dir: Path, model_dir: Path | None):
         self.db, self.tables, self.thumbs, self.encoders = db, tables, thumbs, encoders
         self.model, self.root, self.index_dir, self.model_dir = encoders.model, root, index_dir, model_dir

@@ -2,7 +2,7 @@
 
 :class:`Queries` answers everything that does not write (search, similar, captions, tile
 records, thumbnails, scene previews, stats, errors) from the parts :class:`archive.Archive`
-gives it: the :class:`database.Database`, the :class:`tables.CodeTables`, the thumbnail cache
+gives it: the :class:`database.Database`, the :class:`tables.HammingTables`, the thumbnail cache
 and the model with its encoders. Each thread reads through its own SQLite connection.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ from ..jobs import UserError
 from ..model.defaults import Encoders
 from .database import Database
 from .records import ArchiveStats, CaptionHit, Hit, TileRecord, size_of, window_of_row
-from .tables import CodeTables
+from .tables import HammingTables
 from .thumbs import Thumbnails
 
 DEFAULT_INPUT_SIZE = 224  # side of the square tile fed to an encoder that does not say
@@ -78,7 +78,7 @@ def image_code(model, image_encoder, path: Path, bands=None, stretch: str = "aut
 class Queries:
     """Read-side operations of one archive."""
 
-    def __init__(self, db: Database, tables: CodeTables, thumbs: Thumbnails, encoders: Encoders,
+    def __init__(self, db: Database, tables: HammingTables, thumbs: Thumbnails, encoders: Encoders,
                  root: Path, index_dir: Path):
         self.db, self.tables, self.thumbs, self.encoders = db, tables, thumbs, encoders
         self.model, self.root, self.index_dir = encoders.model, root, index_dir

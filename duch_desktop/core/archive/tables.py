@@ -1,6 +1,6 @@
 """The archive's two Hamming tables (tiles, captions) kept in step with SQLite and their faiss files.
 
-``which`` is "tiles" or "captions"; each has a :class:`hamming.CodeIndex` and the database
+``which`` is "tiles" or "captions"; each has a :class:`hamming.HammingTable` and the database
 generation it reflects (the tables' counters live in ``meta`` as ``<which>_gen``). SQLite is
 the source of truth: a faiss file that is missing, unreadable or older than the database
 (``<which>_faiss_gen`` behind ``<which>_gen``) is rebuilt from it.
@@ -14,31 +14,31 @@ from typing import Sequence
 import numpy as np
 
 from .database import FAISS_FILES, Database
-from .hamming import CodeIndex
+from .hamming import HammingTable
 
 
-class CodeTables:
-    """The tiles' and captions' :class:`CodeIndex` of one index directory, ``bits`` wide."""
+class HammingTables:
+    """The tiles' and captions' :class:`HammingTable` of one index directory, ``bits`` wide."""
 
     def __init__(self, index_dir: Path, bits: int):
         self.index_dir, self.bits = Path(index_dir), int(bits)
-        self._codes: dict[str, CodeIndex] = {}
+        self._codes: dict[str, HammingTable] = {}
         self._gens: dict[str, int] = {}
 
-    def __getitem__(self, which: str) -> CodeIndex:
+    def __getitem__(self, which: str) -> HammingTable:
         return self._codes[which]
 
     def load(self, db: Database, which: str) -> None:
         """Load the faiss file of ``which``, rebuilding it from SQLite when not in step with it."""
         gen = int(db.get_meta(f"{which}_gen", 0))
-        index = CodeIndex.load(self.index_dir / FAISS_FILES[which], self.bits)
+        index = HammingTable.load(self.index_dir / FAISS_FILES[which], self.bits)
         if index is None or index.ntotal != db.count_codes(which) or db.get_meta(f"{which}_faiss_gen") != gen:
             index = self._codes[which] = self._rebuild(db, which)
             self.save(db, which, gen)
         self._codes[which], self._gens[which] = index, gen
 
-    def _rebuild(self, db: Database, which: str) -> CodeIndex:
-        index = CodeIndex(self.bits)
+    def _rebuild(self, db: Database, which: str) -> HammingTable:
+        index = HammingTable(self.bits)
         index.reset(*codes_from_rows(db.codes(which), self.bits))
         return index
 
@@ -61,7 +61,7 @@ class CodeTables:
     def clear(self, which: str, gen: int, bits: int) -> None:
         """Start ``which`` empty at ``bits`` (every code was dropped in generation ``gen``)."""
         self.bits = int(bits)
-        self._codes[which], self._gens[which] = CodeIndex(self.bits), gen
+        self._codes[which], self._gens[which] = HammingTable(self.bits), gen
 
     def update(self, which: str, gen: int, remove: Sequence[int] = (), ids: Sequence[int] = (),
                codes: np.ndarray | None = None) -> None:
@@ -71,7 +71,7 @@ class CodeTables:
 
 
 def codes_from_rows(rows: Sequence[tuple[int, bytes]], bits: int) -> tuple[list[int], np.ndarray]:
-    """``[(id, code blob)]`` -> (ids, uint8 (n, bits/8)) ready for :meth:`CodeIndex.reset`."""
+    """``[(id, code blob)]`` -> (ids, uint8 (n, bits/8)) ready for :meth:`HammingTable.reset`."""
     ids = [r[0] for r in rows]
     codes = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.uint8).reshape(len(rows), bits // 8)
     return ids, codes
