@@ -15,17 +15,23 @@ from pathlib import Path
 from typing import Iterator
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)  # the only way to read it is to set it
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     """A temp path next to ``path`` to write; moved onto ``path`` when the block ends without error,
-    removed when it raises. The file ends up readable by others (0644), as a bundle or an export is
-    meant to be shared (``mkstemp`` makes it private)."""
+    removed when it raises. The file gets the permissions of a newly created file (0666 less the
+    umask: 0644 usually), as a bundle or an export is meant to be shared (``mkstemp`` makes it private)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         yield tmp
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         unlink_quietly(tmp)

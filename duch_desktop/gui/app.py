@@ -169,6 +169,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.self_test:
         return self_test(args)
+    if QApplication.instance() is None:
+        from .platform_check import platform_problem
+
+        problem = platform_problem()  # Qt would abort with a hint few users can act on
+        if problem:
+            print(f"duch-desktop: {problem}", file=sys.stderr)
+            return 2
     app = QApplication.instance() or QApplication(list(sys.argv[:1]))
     app.setOrganizationName(ORGANIZATION)
     app.setApplicationName(APPLICATION)
@@ -203,6 +210,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         window.open_index(args.open_index, index=not args.no_index)
     elif folder:
         window.open_folder(folder, index=not args.no_index)
+    else:
+        window.reopen_last_folder(index=not args.no_index)
     if args.query:
         query = args.query
         started = {"done": False}

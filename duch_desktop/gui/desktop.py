@@ -20,7 +20,20 @@ NO_READABLE = ("None of the files in {folder} could be read.\n\n"
                "The reasons are listed under “Files that could not be indexed”.")
 STALE = ("This index was built with another hashing model than the one loaded.\n\n"
          "Use File ▸ Index Folder (Ctrl+R) to encode the tiles again with this model.")
+PICK_A_RESULT = "Click a result to see its details."
 READY = "Type a description above and press Enter to search{}."
+
+
+# A search whose best result is this share of the code length away (or more) found nothing that
+# matches well. Measured with benchmarks/weak_match.py (default 64-bit model, 2,100 UCM tiles): a
+# best match >= 13 bits away flags 95 % of 80 nonsense queries, 3 of 30 typed descriptions and none
+# of 400 UCM captions; 0.2 x 64 = 12.8. Re-run it when the default model changes.
+WEAK_FRACTION = 0.2
+
+
+def is_weak(distance: int, bits: int) -> bool:
+    """Whether a best-match ``distance`` (of ``bits``-bit codes) means "no good match"."""
+    return WEAK_FRACTION > 0 and distance >= WEAK_FRACTION * bits
 
 
 def device_description() -> str:
@@ -40,17 +53,18 @@ def default_opener(index_dir: Path, create_root: Path | None = None, **kwargs: A
     return Archive.open(index_dir, create_root=create_root, **kwargs)
 
 
-def open_with_system(path: str) -> None:
-    QDesktopServices.openUrl(QUrl.fromLocalFile(path))
+def open_with_system(path: str) -> bool:
+    """Open ``path`` in the system's viewer; False when none could be started."""
+    return bool(QDesktopServices.openUrl(QUrl.fromLocalFile(path)))
 
 
-def reveal_in_file_manager(path: str) -> None:
+def reveal_in_file_manager(path: str) -> bool:
+    """Show ``path`` in the file manager; False when none could be started."""
     if sys.platform == "darwin":
-        QProcess.startDetached("open", ["-R", path])
-    elif sys.platform.startswith("win"):
-        QProcess.startDetached("explorer", ["/select,", str(Path(path))])
-    else:
-        QDesktopServices.openUrl(QUrl.fromLocalFile(str(Path(path).parent)))
+        return bool(QProcess.startDetached("open", ["-R", path]))
+    if sys.platform.startswith("win"):
+        return bool(QProcess.startDetached("explorer", ["/select,", str(Path(path))]))
+    return bool(QDesktopServices.openUrl(QUrl.fromLocalFile(str(Path(path).parent))))
 
 
 def default_index_dir(folder: Path) -> Path:
@@ -64,6 +78,11 @@ def stats_text(stats: ArchiveStats) -> str:
     if stats.errors:
         parts.append(f"{stats.errors} unreadable")
     parts.append(f"{stats.bits}-bit codes")
+    from .index_options import describe_options
+
+    options = describe_options(stats)  # chips, bands, stretch: shown whenever they are not the defaults
+    if options:
+        parts.append(options)
     return " · ".join(parts)
 
 

@@ -2,22 +2,33 @@
 for a chip of a larger scene, also the scene with the chip's rectangle on it."""
 from __future__ import annotations
 
+import html
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 from PySide6.QtCore import QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QImage, QPainter, QPen, QPixmap
-from PySide6.QtWidgets import (QFormLayout, QGroupBox, QLabel, QListWidget, QListWidgetItem, QPushButton,
-                               QScrollArea, QSizePolicy, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QFormLayout, QGroupBox, QLabel, QPushButton, QScrollArea, QSizePolicy,
+                               QVBoxLayout, QWidget)
 
 from ..core.files import display_path
+from .desktop import PICK_A_RESULT
 from .export import footprint_text
 
 PREVIEW = 256
 SCENE_PREVIEW = 512  # long side of the scene preview asked of the archive (shown at PREVIEW)
 CHIP_OUTLINE = QColor(255, 40, 40)
 MIN_MARK = 6.0  # px: a chip smaller than this in the scene preview is still drawn this big
+ZWSP = "\u200b"
+BREAKABLE = ("Path", "Footprint", "CRS")  # long unbroken values: may wrap after separators
+
+
+def breakable(text: str) -> str:
+    """``text`` with invisible break opportunities after path separators and punctuation, so a
+    long path wraps to the pane's width instead of widening it (metadata() strips them again)."""
+    return re.sub(r"([/\\_.,:\-])", "\\1" + ZWSP, text)
 
 
 @dataclass
@@ -115,12 +126,15 @@ class DetailPane(QWidget):
         self.meta_form = QFormLayout(meta_box)
         self.meta_form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
 
+        # Captions are plain wrapped lines in the pane's own scroll area, not a list box scrolling inside it.
         self.caption_box = caption_box = QGroupBox("Most similar captions")
         caption_layout = QVBoxLayout(caption_box)
-        self.captions = QListWidget()
+        self.captions = QLabel()
         self.captions.setWordWrap(True)
+        self.captions.setTextFormat(Qt.TextFormat.RichText)
+        self.captions.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.captions.setAccessibleName("Most similar captions")
-        self.captions.setMinimumHeight(150)
+        self._captions: list[tuple[str, int]] = []
         self.caption_note = QLabel()
         self.caption_note.setWordWrap(True)
         caption_layout.addWidget(self.captions)
@@ -139,12 +153,14 @@ class DetailPane(QWidget):
 
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
+        # Text wraps to the pane's width (widen the pane with the splitter): no sideways scrolling.
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         scroll.setWidget(content)
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
         outer.addWidget(scroll)
         self.setMinimumWidth(260)
-        self.show_message("Click a result to see its details.")
+        self.show_message(PICK_A_RESULT)
 
     # ------------------------------------------------------------------ states
     def show_message(self, text: str) -> None:
@@ -154,7 +170,7 @@ class DetailPane(QWidget):
         self.preview.clear()
         self.preview.setVisible(False)
         self._set_rows([])
-        self.captions.clear()
+        self.set_captions([])
         self.caption_note.setText("")
         self.similar_button.setEnabled(False)
         self.open_button.setEnabled(False)
@@ -242,15 +258,11 @@ class DetailPane(QWidget):
         self.scene_box.setVisible(False)
 
     def set_captions(self, captions: Sequence[Any], error: str | None = None) -> None:
-        self.captions.clear()
-        for c in captions:
-            item = QListWidgetItem(f"{int(c.distance):>3}   {c.text}")
-            tip = f"Hamming distance {c.distance}"
-            if getattr(c, "source", None):
-                tip += f"\nfrom {c.source}"
-            item.setToolTip(tip)
-            item.setData(Qt.ItemDataRole.UserRole, (c.text, int(c.distance)))
-            self.captions.addItem(item)
+        self._captions = [(str(c.text), int(c.distance)) for c in captions]
+        rows = "".join(f"<tr><td align='right' style='padding-right: 8px'><b>{d}</b></td><td>{html.escape(t)}</td></tr>"
+                       for t, d in self._captions)
+        self.captions.setText(f"<table>{rows}</table>" if rows else "")
+        self.captions.setVisible(bool(rows))
         if error:
             self.caption_note.setText(error)
         elif not captions:
@@ -260,7 +272,7 @@ class DetailPane(QWidget):
             self.caption_note.setText("Number = Hamming distance between the tile's code and the caption's.")
 
     def caption_texts(self) -> list[tuple[str, int]]:
-        return [self.captions.item(i).data(Qt.ItemDataRole.UserRole) for i in range(self.captions.count())]
+        return list(self._captions)
 
     def metadata(self) -> dict[str, str]:
         out = {}
@@ -268,7 +280,7 @@ class DetailPane(QWidget):
             label = self.meta_form.itemAt(r, QFormLayout.ItemRole.LabelRole)
             field = self.meta_form.itemAt(r, QFormLayout.ItemRole.FieldRole)
             if label and field:
-                out[label.widget().text()] = field.widget().text()
+                out[label.widget().text()] = field.widget().text().replace(ZWSP, "")
         return out
 
     # ------------------------------------------------------------------ helpers
@@ -276,7 +288,8 @@ class DetailPane(QWidget):
         while self.meta_form.rowCount():
             self.meta_form.removeRow(0)
         for label, value in rows:
-            field = QLabel(value)
+            field = QLabel(breakable(value) if label in BREAKABLE else value)
+            field.setToolTip(value if label in BREAKABLE else "")
             field.setWordWrap(True)
             field.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
             self.meta_form.addRow(label, field)

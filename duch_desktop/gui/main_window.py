@@ -4,32 +4,33 @@ its scene), find similar tiles, export results."""
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QCloseEvent, QGuiApplication
-from PySide6.QtWidgets import (QDialog, QFileDialog, QLabel, QMainWindow, QSplitter, QStackedWidget, QTabBar,
+from PySide6.QtWidgets import (QFileDialog, QLabel, QMainWindow, QSplitter, QStackedWidget, QTabBar,
                                QVBoxLayout, QWidget)
 
-from .desktop import (NO_FOLDER, NO_IMAGES, NO_INDEX, NO_READABLE, READY, STALE, default_index_dir,
-                      default_opener, device_description, open_with_system, report_text,
-                      reveal_in_file_manager, stats_text)
+from .desktop import (NO_FOLDER, NO_IMAGES, NO_INDEX, NO_READABLE, PICK_A_RESULT, READY, STALE, default_index_dir,
+                      default_opener, device_description, open_with_system, reveal_in_file_manager, stats_text)
 from .detail import SCENE_PREVIEW, DetailPane
 from .map_view import MapPanel
 from .menus import MenusMixin
-from .panels import ErrorsDock, IndexBar, IndexOptionsDialog, MessagePage, SearchBar, check_chip_options
+from .index_options import IndexOptionsDialog, IndexOptionsMixin
+from .indexing import IndexingMixin
+from .panels import ErrorsDock, IndexBar, MessagePage, SearchBar, SearchNotice
 from .results import ResultsModel, ResultsView
 from .searching import SearchMixin
 from .settings import Settings
+from .training import TrainDialog, TrainingMixin
 from .workers import JobWorker, TaskRunner, ThumbnailLoader
 
 if TYPE_CHECKING:
     from duch_desktop.core.archive.archive import Archive, ArchiveStats
 
 
-class MainWindow(MenusMixin, SearchMixin, QMainWindow):
+class MainWindow(MenusMixin, SearchMixin, IndexingMixin, IndexOptionsMixin, TrainingMixin, QMainWindow):
     """``archive_options`` go to ``Archive.open`` (model, encoders); ``index_options`` to
     ``Archive.index``; ``index_dir`` overrides where the index of an opened folder lives."""
 
@@ -63,15 +64,17 @@ class MainWindow(MenusMixin, SearchMixin, QMainWindow):
         self._detail_seq = 0
         self._tile_count: int | None = None
         self._stats: ArchiveStats | None = None
-        self._last_search: tuple | None = None
+        self._last_request: Callable[[], None] | None = None  # runs the search on screen again
         self._index_failed = False
-        self._new_index = False   # the open index was created by this open: settings' chip options apply
-        self._chip_pending: dict | None = None  # chip options chosen for the open index, not yet run
+        self._new_index = False   # the open index was created by this open: its saved options apply
+        self._options_pending: dict | None = None  # indexing options chosen for the open index, not yet run
         self.results_mode = self.settings.results_mode()
         self.options_dialog: IndexOptionsDialog | None = None
+        self.train_dialog: TrainDialog | None = None
 
         self.setWindowTitle("DUCH Desktop")
         self.tasks = TaskRunner(self, max_threads=2)
+        self.warmer = TaskRunner(self, max_threads=1)  # loads encoders; never holds up searches or closing
         self.thumbs = ThumbnailLoader(self)
         self.results_model = ResultsModel(self.thumbs, self)
         self._build_ui()
@@ -83,6 +86,11 @@ class MainWindow(MenusMixin, SearchMixin, QMainWindow):
     def _build_ui(self) -> None:
         self.search_bar = SearchBar()
         self.search_bar.search_requested.connect(self.search)
+        results, radius = self.settings.search_options()
+        self.search_bar.count.setValue(results)
+        self.search_bar.radius.setValue(radius)
+        self.search_bar.query.setText(self.settings.last_query())
+        self.search_bar.options_changed.connect(self._search_options_changed)
         self.index_bar = IndexBar()
         self.index_bar.cancel_requested.connect(self.cancel_indexing)
 
@@ -90,9 +98,9 @@ class MainWindow(MenusMixin, SearchMixin, QMainWindow):
         self.results_view = ResultsView()
         self.results_view.setModel(self.results_model)
         self.results_view.selectionModel().currentChanged.connect(lambda cur, _prev: self.show_tile(cur.row()))
-        self.results_view.open_requested.connect(lambda p: open_with_system(p))
+        self.results_view.open_requested.connect(self.open_file)
         self.results_view.copy_path_requested.connect(lambda p: QGuiApplication.clipboard().setText(p))
-        self.results_view.reveal_requested.connect(lambda p: reveal_in_file_manager(p))
+        self.results_view.reveal_requested.connect(self.reveal_file)
         self.results_view.similar_requested.connect(self.find_similar)
         self.map_panel = MapPanel(self.thumbs)
         self.map_view = self.map_panel.view
@@ -116,11 +124,13 @@ class MainWindow(MenusMixin, SearchMixin, QMainWindow):
         area.setContentsMargins(0, 0, 0, 0)
         area.setSpacing(0)
         area.addWidget(self.mode_bar)
+        self.search_notice = SearchNotice()
+        area.addWidget(self.search_notice)
         area.addWidget(self.stack, 1)
 
         self.detail = DetailPane()
         self.detail.find_similar.connect(self.find_similar)
-        self.detail.open_requested.connect(lambda p: open_with_system(p))
+        self.detail.open_requested.connect(self.open_file)
         self.details_shown.connect(self._load_scene)
         self.splitter = QSplitter(Qt.Orientation.Horizontal)
         self.splitter.addWidget(results_area)
@@ -164,6 +174,12 @@ class MainWindow(MenusMixin, SearchMixin, QMainWindow):
             self.resize(1200, 780)
         if state is not None:
             self.restoreState(state)
+        splitter = self.settings.splitter_state()
+        if splitter is not None:
+            self.splitter.restoreState(splitter)
+        else:
+            self.splitter.setSizes([self.width() * 2 // 3, self.width() // 3])
+        self.errors_dock.hide()  # shown again when the open folder has unreadable files
 
     def show_message(self, text: str) -> None:
         self.message.setText(text)
@@ -200,6 +216,25 @@ class MainWindow(MenusMixin, SearchMixin, QMainWindow):
         self.map_panel.set_hits(self.results_model.hits())
         current = self.results_view.currentIndex()  # the view may have set one while the model reset
         self.map_view.select_row(current.row() if current.isValid() else None)
+        # The detail pane follows the result set: it never shows a tile of an older search or index.
+        if current.isValid():
+            self.show_tile(current.row())
+        else:
+            self._detail_seq += 1
+            self.detail.show_message(PICK_A_RESULT)
+
+    def open_file(self, path: str) -> None:
+        """Open a result with the system viewer; say so in the window when that is impossible."""
+        if not Path(path).exists():
+            self.statusBar().showMessage(f"Cannot open {path}: the file is no longer there.", 15000)
+        elif not open_with_system(path):
+            self.statusBar().showMessage(f"Cannot open {path}: no application to show it was found "
+                                         "(set a default image viewer in your desktop settings).", 15000)
+
+    def reveal_file(self, path: str) -> None:
+        if not reveal_in_file_manager(path):
+            self.statusBar().showMessage(f"Cannot show {Path(path).parent}: no file manager could be started.",
+                                         15000)
 
     def select_result(self, row: int) -> None:
         """Make result ``row`` the current one (grid, map and detail pane follow)."""
@@ -233,6 +268,12 @@ class MainWindow(MenusMixin, SearchMixin, QMainWindow):
 
         self.tasks.submit(load, on_result=done, on_error=failed)
 
+    def _search_options_changed(self) -> None:
+        """Results or Max distance changed: keep them, and show the search on screen with them."""
+        self.settings.set_search_options(self.search_bar.count.value(), self.search_bar.radius.value())
+        if self._last_request is not None and self.archive is not None:
+            self._last_request()
+
     def focus_search(self) -> None:
         self.search_bar.query.setFocus(Qt.FocusReason.ShortcutFocusReason)
         self.search_bar.query.selectAll()
@@ -262,6 +303,17 @@ class MainWindow(MenusMixin, SearchMixin, QMainWindow):
         self.settings.add_recent_folder(str(folder))
         index_dir = self.index_dir_override or default_index_dir(folder)
         self._open(index_dir, folder, index)
+
+    def reopen_last_folder(self, index: bool = True) -> bool:
+        """A bare start: open the folder of the last session, unless it is gone (then say so)."""
+        last = self.settings.last_folder()
+        if not last:
+            return False
+        if not Path(last).is_dir():
+            self.show_message(f"{NO_FOLDER}\n\nThe folder of the last session, {last}, is no longer there.")
+            return False
+        self.open_folder(last, index=index)
+        return True
 
     def open_index(self, index_dir: str | Path, index: bool = False) -> None:
         """Open an existing index (its folder is recorded in it)."""
@@ -303,6 +355,8 @@ class MainWindow(MenusMixin, SearchMixin, QMainWindow):
         self.setWindowTitle(f"{self.folder.name} — DUCH Desktop")
         self.search_bar.set_bits(archive.model.bits)
         self.thumbs.set_source(lambda tile_id, a=archive: a.thumbnail(tile_id))  # 256 px, shared with the CLI
+        # Load the text encoder now, in the background, so the first search does not wait for it.
+        self.warmer.submit(lambda a=archive: a.text_encoder)
         self.archive_opened.emit()
         self._refresh_stats()
         self._refresh_errors()
@@ -315,7 +369,11 @@ class MainWindow(MenusMixin, SearchMixin, QMainWindow):
     def _close_archive(self) -> None:
         self._generation += 1
         self.results_model.clear()
-        self.detail.show_message("Click a result to see its details.")
+        self._detail_seq += 1
+        self.detail.show_message(PICK_A_RESULT)
+        self.search_notice.show_answer([])
+        self.errors_dock.set_errors([])
+        self.errors_dock.hide()
         self.thumbs.set_source(None)
         if self.archive is not None:
             self.thumbs.pool.waitForDone()
@@ -325,8 +383,8 @@ class MainWindow(MenusMixin, SearchMixin, QMainWindow):
             except Exception as exc:  # noqa: BLE001
                 print(f"closing the archive: {exc}", file=sys.stderr)
         self.archive, self.folder, self._tile_count, self._stats = None, None, None, None
-        self.last_query, self._last_search = None, None
-        self._new_index, self._chip_pending = False, None
+        self.last_query, self._last_request = None, None
+        self._new_index, self._options_pending = False, None
         self._update_actions()
 
     def _refresh_stats(self) -> None:
@@ -369,166 +427,30 @@ class MainWindow(MenusMixin, SearchMixin, QMainWindow):
                 if errors and not self.errors_dock.isVisible():
                     self.errors_dock.show()
                     self.resizeDocks([self.errors_dock], [max(90, self.height() // 6)], Qt.Orientation.Vertical)
+                elif not errors:
+                    self.errors_dock.hide()  # an empty list of problems is no news
 
         self.tasks.submit(archive.errors, on_result=show)
 
-    # ================================================================== indexing
-    def is_indexing(self) -> bool:
-        return self.job is not None and self.job.is_running()
-
-    def choose_captions(self) -> None:
-        start = str(self.folder or Path.home())
-        path, _ = QFileDialog.getOpenFileName(self, "Choose a captions file", start,
-                                              "Captions (*.csv *.json);;All files (*)")
-        if path:
-            self.start_indexing(captions_file=path)
-
-    def start_indexing(self, **extra: Any) -> None:
-        if self.archive is None or self.is_indexing():
-            return
-        # Chip options: those chosen for this index in the dialog; for a new index the saved
-        # ones; otherwise none, so the core keeps what the index was built with (as the CLI does).
-        saved = self.settings.chip_options() if self._new_index else {}
-        archive = self.archive
-        options = {**saved, **self.index_options, **(self._chip_pending or {}), **extra}
-        self._new_index, self._chip_pending = False, None
-        self.job = JobWorker(lambda: archive.index(**options), self, min_interval=0.1)
-        self.job.progress.connect(self._on_progress)
-        self.job.finished.connect(self._on_indexed)
-        self.job.cancelled.connect(self._on_index_cancelled)
-        self.job.failed.connect(self._on_index_failed)
-        job = self.job
-        self.job.done.connect(lambda: self._on_job_done(job))
-        self._seen_errors, self._stats_at, self._index_failed = 0, time.monotonic(), False
-        self.index_bar.start()
-        if self.stack.currentWidget() is self.message:
-            self.show_message("Indexing… you can already search what has been indexed so far.")
-        self.job.start()
-        self._update_actions()
-
-    def cancel_indexing(self) -> None:
-        if self.is_indexing() and not self.job.cancel_requested:
-            self.job.cancel()
-            self.index_bar.cancelling()
-
-    def _on_progress(self, event) -> None:
-        self.index_bar.update_progress(event)
-        now = time.monotonic()
-        if event.stage == "index" and now - self._stats_at > 2.0:
-            self._stats_at = now
-            self._refresh_stats()
-        errors = int((event.info or {}).get("errors") or 0)
-        if errors != self._seen_errors:
-            self._seen_errors = errors
-            self._refresh_errors()
-
-    def _on_indexed(self, report: Any) -> None:
-        self.statusBar().showMessage(report_text(report), 15000)
-        self.indexing_finished.emit(report)
-
-    def _on_index_cancelled(self, report: Any) -> None:
-        report = report or getattr(self.archive, "last_report", None)
-        self.statusBar().showMessage("Indexing cancelled; the tiles indexed so far are kept and searchable.", 15000)
-        self.indexing_cancelled.emit(report)
-
-    def _on_index_failed(self, message: str) -> None:
-        self._index_failed = True
-        self.statusBar().showMessage("Indexing stopped with an error.", 15000)
-        self.show_message(f"Indexing stopped:\n\n{message}")
-        self.indexing_failed.emit(message)
-
-    def _on_job_done(self, job: JobWorker) -> None:
-        job.deleteLater()
-        if job is not self.job:  # an older run whose end arrived after a new one started
-            return
-        self.job = None
-        self.index_bar.stop()
-        self._update_actions()
-        self._refresh_stats()
-        self._refresh_errors()
-        after, self._after_job = self._after_job, None
-        if after is not None:
-            after()
-        elif self._last_search is not None and not self._index_failed:
-            self._run_search(*self._last_search)  # show the tiles that arrived meanwhile
-        elif self.stack.currentWidget() is self.message and self.message.text().startswith("Indexing…"):
-            self.show_message(READY.format(""))
-        self.indexing_done.emit()
-
-    # ================================================================== indexing options
-    def chip_values(self) -> dict:
-        """The chip options to start the dialog from: the open index's, else the saved ones."""
-        if self._chip_pending is not None:
-            return dict(self._chip_pending)
-        if self.archive is not None and self._stats is not None and not self._new_index:
-            cut = self._stats.chip_options
-            return {"chip": int(cut.chip or 0), "overlap": float(cut.overlap or 0),
-                    "chip_m": float(cut.chip_m or 0)} if cut else {"chip": 0, "overlap": 0.0, "chip_m": 0.0}
-        return self.settings.chip_options()
-
-    def _index_chip_text(self) -> str | None:
-        if self.archive is None or self._stats is None or self._new_index:
-            return None
-        cut = self._stats.chip_options
-        return cut.describe() if cut else "every file is one tile (no chips)"
-
-    def choose_index_options(self) -> None:
-        """Open the (window-modal) indexing options dialog; OK applies its values."""
-        if self.options_dialog is not None:
-            self.options_dialog.raise_()
-            return
-        dialog = IndexOptionsDialog(self.chip_values(), self._index_chip_text(), self)
-        dialog.accepted.connect(lambda: self.apply_chip_options(dialog.values()))
-        dialog.finished.connect(lambda _r: self._dialog_closed(dialog))
-        self.options_dialog = dialog
-        dialog.open()
-
-    def _dialog_closed(self, dialog: QDialog) -> None:
-        if self.options_dialog is dialog:
-            self.options_dialog = None
-        dialog.deleteLater()
-
-    def apply_chip_options(self, values: dict) -> bool:
-        """Save chip options and index the open folder with them (after a running job: the next run).
-
-        Impossible values are refused with the core's reason in the status bar; returns whether
-        they were taken.
-        """
-        from duch_desktop.core.jobs import UserError
-
-        values = {"chip": int(values.get("chip") or 0), "overlap": float(values.get("overlap") or 0),
-                  "chip_m": float(values.get("chip_m") or 0)}
-        try:
-            wanted = check_chip_options(**values)
-        except UserError as e:
-            self.statusBar().showMessage(f"Chip options not changed: {e}.", 15000)
-            return False
-        self.settings.set_chip_options(**values)
-        if self.archive is None:
-            self.statusBar().showMessage("Chip options saved: folders indexed for the first time use them.", 10000)
-            return True
-        if self._stats is not None and not self._new_index and wanted == self._stats.chip_options:
-            self.statusBar().showMessage("This index already uses these chip options.", 10000)
-            return True
-        self._chip_pending = values
-        if self.is_indexing():
-            self.statusBar().showMessage("The new chip options apply to the next indexing run "
-                                         "(File ▸ Index Folder).", 15000)
-        else:
-            self.start_indexing()
-        return True
-
     # ================================================================== closing
     def closeEvent(self, event: QCloseEvent) -> None:
+        if self.is_indexing():
+            # Stop at the end of the current batch (the core commits what is done), then close; the
+            # window stays up and responsive meanwhile, saying why it has not gone yet.
+            event.ignore()
+            self._after_job = self.close
+            if self.job is not None and not self.job.cancel_requested:
+                self.job.cancel()
+            self.index_bar.cancelling("Stopping… (finishing the current batch, then closing)")
+            self.statusBar().showMessage("Stopping…")
+            return
         self.settings.save_window(self.saveGeometry(), self.saveState())
+        self.settings.set_splitter_state(self.splitter.saveState())
         self._after_job = None
         self._generation += 1
-        if self.job is not None:  # stop at the next batch boundary; the core commits what is done
-            self.index_bar.cancelling()
-            self.job.cancel()
-            self.job.wait()
         self.thumbs.shutdown()
         self.tasks.shutdown()
+        self.warmer.pool.clear()  # a model still loading is not waited for: the process is ending
         if self.archive is not None:
             try:
                 self.archive.close()

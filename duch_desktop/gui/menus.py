@@ -4,9 +4,11 @@ from __future__ import annotations
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 
+from . import help
+
 
 class MenusMixin:
-    """Mixed into :class:`MainWindow`: builds File / Edit / View / Tools."""
+    """Mixed into :class:`MainWindow`: builds File / Edit / View / Tools / Help."""
 
     def _action(self, menu, text: str, slot, shortcut=None, tip: str | None = None) -> QAction:
         action = QAction(text, self)
@@ -31,8 +33,9 @@ class MenusMixin:
                                            "Index new and changed files (incremental)")
         self.captions_action = self._action(file_menu, "Index with Captions &File…", self.choose_captions, None,
                                             "Add your own captions (CSV file,caption or JSON) and index the folder")
-        self.index_options_action = self._action(file_menu, "Indexing &Options…", self.choose_index_options, None,
-                                                 "Cut large scenes into chips: chip size, overlap")
+        self.index_options_action = self._action(
+            file_menu, "Indexing &Options…", self.choose_index_options, None,
+            "How this folder is read: scenes cut into chips, bands and stretch of multi-band rasters")
         self.cancel_action = self._action(file_menu, "&Cancel Indexing", self.cancel_indexing, Qt.Key.Key_Escape,
                                           "Stop indexing; what is already indexed is kept")
         file_menu.addSeparator()
@@ -40,7 +43,7 @@ class MenusMixin:
         self.export_geojson_action = self._action(file_menu, "Export Results as &GeoJSON…",
                                                   lambda: self.choose_export("geojson"))
         file_menu.addSeparator()
-        self._action(file_menu, "&Quit", self.close, QKeySequence.StandardKey.Quit)
+        self._action(file_menu, "&Quit", self.close, "Ctrl+Q")  # the standard key is unset on some platforms
 
         edit_menu = bar.addMenu("&Edit")
         self.find_action = self._action(edit_menu, "&Find…", self.focus_search, QKeySequence.StandardKey.Find)
@@ -61,9 +64,14 @@ class MenusMixin:
         view_menu.addAction(self.errors_dock.toggleViewAction())
 
         tools_menu = bar.addMenu("&Tools")
-        self.train_action = self._action(tools_menu, "&Train…", lambda: None, None, "coming soon")
-        self.train_action.setEnabled(False)
+        self.train_action = self._action(tools_menu, "&Train Model…", self.choose_training, None,
+                                         "Train a model on your own captioned tiles (as duch train)")
         tools_menu.setToolTipsVisible(True)
+
+        help_menu = bar.addMenu("&Help")
+        self.shortcuts_action = self._action(help_menu, "&Keyboard Shortcuts", lambda: help.show_shortcuts(self),
+                                             QKeySequence.StandardKey.HelpContents)
+        self.about_action = self._action(help_menu, "&About DUCH Desktop", lambda: help.show_about(self))
         self._update_actions()
 
     def _fill_recent_menu(self) -> None:

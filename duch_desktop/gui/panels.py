@@ -1,15 +1,25 @@
 """Small building blocks of the main window: the search bar, the indexing bar, the errors
-dock, the plain-language message page and the indexing options dialog."""
+dock, the notes above the results and the plain-language message page."""
 from __future__ import annotations
 
 from typing import Any, Sequence
 
-from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QDockWidget, QDoubleSpinBox, QFormLayout, QHBoxLayout,
-                               QLabel, QLineEdit, QListWidget, QProgressBar, QPushButton, QSpinBox, QVBoxLayout,
-                               QWidget)
+from PySide6.QtCore import QTimer, Qt, Signal
+from PySide6.QtWidgets import (QDockWidget, QHBoxLayout, QLabel, QLayout, QLineEdit, QListWidget, QProgressBar,
+                               QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
-from duch_desktop.core.jobs import Progress, UserError
+from duch_desktop.core.jobs import Progress
+
+
+def vbox(parent: QWidget, *items) -> QVBoxLayout:
+    """``parent``'s vertical layout of ``items`` (widgets and layouts), top to bottom."""
+    box = QVBoxLayout(parent)
+    for item in items:
+        if isinstance(item, QLayout):
+            box.addLayout(item)
+        else:
+            box.addWidget(item)
+    return box
 
 
 def format_duration(seconds: float | None) -> str:
@@ -51,6 +61,7 @@ class SearchBar(QWidget):
     """Query box (Enter searches), number of results, maximum Hamming radius ("any")."""
 
     search_requested = Signal(str)
+    options_changed = Signal()  # Results or Max distance changed (after a short pause in typing)
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -76,6 +87,14 @@ class SearchBar(QWidget):
 
         self.button = QPushButton("Search")
         self.button.clicked.connect(self._submit)
+        # Arrow clicks and typing each change the value: wait for a pause before searching again.
+        self._settle = QTimer(self)
+        self._settle.setSingleShot(True)
+        self._settle.setInterval(350)
+        self._settle.timeout.connect(self.options_changed)
+        for box in (self.count, self.radius):
+            box.valueChanged.connect(lambda _v: self._settle.start())
+            box.lineEdit().returnPressed.connect(self._options_now)
 
         row = QHBoxLayout(self)
         row.setContentsMargins(6, 6, 6, 2)
@@ -95,6 +114,15 @@ class SearchBar(QWidget):
 
     def set_bits(self, bits: int) -> None:
         self.radius.setMaximum(max(0, int(bits)))
+
+    def settled(self) -> None:
+        """A search is starting with the current values: no need to announce a change later."""
+        self._settle.stop()
+
+    def _options_now(self) -> None:
+        if self._settle.isActive():
+            self._settle.stop()
+            self.options_changed.emit()
 
     def _submit(self) -> None:
         self.search_requested.emit(self.query.text().strip())
@@ -129,6 +157,7 @@ class IndexBar(QWidget):
         self.setVisible(False)
 
     def start(self, text: str = "Scanning the folder…") -> None:
+        self.last_index_event: Progress | None = None
         self.bar.setRange(0, 0)  # busy until the total is known
         self.text.setText(text)
         self.file.setText("")
@@ -136,6 +165,8 @@ class IndexBar(QWidget):
         self.setVisible(True)
 
     def update_progress(self, event: Progress) -> None:
+        if event.stage == "index" and event.total:
+            self.last_index_event = event
         if event.total:
             self.bar.setRange(0, event.total)
             self.bar.setValue(min(event.done, event.total))
@@ -148,9 +179,16 @@ class IndexBar(QWidget):
                                                  max(100, self.file.width())))
             self.file.setToolTip(str(event.message))
 
-    def cancelling(self) -> None:
+    def expected_tiles(self, indexed: int) -> int | None:
+        """Tiles the index will hold when this run ends: ``indexed`` now plus the run's remaining work."""
+        event = getattr(self, "last_index_event", None)
+        if event is None:
+            return None
+        return indexed + max(0, int(event.total) - int(event.done))
+
+    def cancelling(self, text: str = "Cancelling… (finishing the current batch)") -> None:
         self.cancel.setEnabled(False)
-        self.text.setText("Cancelling… (finishing the current batch)")
+        self.text.setText(text)
 
     def stop(self) -> None:
         self.setVisible(False)
@@ -177,6 +215,42 @@ class ErrorsDock(QDockWidget):
         return [self.list.item(i).text() for i in range(self.list.count())]
 
 
+NOTICE_STYLES = {"partial": "background: #e3f2fd; color: #0d47a1;",
+                 "weak": "background: #fff3e0; color: #8a4b00;",
+                 "note": "background: #f1f1f1; color: #333333;"}
+
+
+class SearchNotice(QWidget):
+    """What the user should know about the results on screen (partial, weak match, a long
+    query cut short), one wrapped line each above the results; hidden when there is nothing."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.box = QVBoxLayout(self)
+        self.box.setContentsMargins(6, 2, 6, 2)
+        self.box.setSpacing(2)
+        self.labels: list[QLabel] = []
+        self.setVisible(False)
+
+    def show_answer(self, notes: Sequence[tuple[str, str]]) -> None:
+        for label in self.labels:
+            self.box.removeWidget(label)
+            label.deleteLater()
+        self.labels = []
+        for kind, text in notes:
+            label = QLabel(text)
+            label.setObjectName(f"notice-{kind}")
+            label.setWordWrap(True)
+            label.setTextFormat(Qt.TextFormat.PlainText)
+            label.setStyleSheet(NOTICE_STYLES.get(kind, "") + " padding: 4px; border-radius: 3px;")
+            self.box.addWidget(label)
+            self.labels.append(label)
+        self.setVisible(bool(notes))
+
+    def texts(self) -> dict[str, str]:
+        return {label.objectName().removeprefix("notice-"): label.text() for label in self.labels}
+
+
 class MessagePage(QLabel):
     """A centred, word-wrapped plain message shown instead of the results grid."""
 
@@ -190,103 +264,3 @@ class MessagePage(QLabel):
         font = self.font()
         font.setPointSizeF(font.pointSizeF() * 1.2)
         self.setFont(font)
-
-
-def check_chip_options(chip: int, overlap: float, chip_m: float):
-    """The core's :class:`ChipOptions` of these values (None: chipping off); raises UserError
-    with the same rules and words as ``duch index --chip/--overlap/--chip-m``."""
-    from duch_desktop.core.imagery.chips import resolve_options  # numpy + rasterio: only once asked
-
-    if not chip and not chip_m:
-        overlap = 0  # the overlap box is disabled then: a left-over value means nothing
-    return resolve_options(None, chip, overlap, chip_m)
-
-
-class IndexOptionsDialog(QDialog):
-    """Chip size (px), chip size in metres and overlap, as ``duch index --chip/--chip-m/--overlap``.
-
-    OK is refused, with the reason shown, while the values are impossible (overlap not less
-    than the chip, a chip under the core's minimum); :meth:`values` gives them to the caller.
-    """
-
-    def __init__(self, values: dict, current: str | None = None, parent=None):
-        super().__init__(parent)
-        self.setWindowTitle("Indexing Options")
-        self.chip = QSpinBox()
-        self.chip.setRange(0, 1_000_000)
-        self.chip.setSingleStep(32)
-        self.chip.setSuffix(" px")
-        self.chip.setSpecialValueText("off")
-        self.chip.setAccessibleName("Chip size in pixels")
-        self.chip.setToolTip("Cut rasters larger than this many pixels both ways into chips searched on their "
-                             "own (off: every file is one tile); duch index --chip")
-        self.chip_m = QDoubleSpinBox()
-        self.chip_m.setRange(0, 1_000_000)
-        self.chip_m.setDecimals(1)
-        self.chip_m.setSingleStep(10)
-        self.chip_m.setSuffix(" m")
-        self.chip_m.setSpecialValueText("off")
-        self.chip_m.setAccessibleName("Chip size in metres")
-        self.chip_m.setToolTip("Chip size on the ground where the pixel size is known (resampled to the model's "
-                               "resolution); other rasters use the pixel size, else 256 px; duch index --chip-m")
-        self.overlap = QDoubleSpinBox()
-        self.overlap.setRange(0, 1_000_000)
-        self.overlap.setDecimals(1)
-        self.overlap.setAccessibleName("Overlap of neighbouring chips")
-        self.overlap.setToolTip("How much neighbouring chips overlap: pixels, or metres with a size in metres; "
-                                "duch index --overlap")
-        self.chip.setValue(int(values.get("chip") or 0))
-        self.chip_m.setValue(float(values.get("chip_m") or 0))
-        self.overlap.setValue(float(values.get("overlap") or 0))
-        for box in (self.chip, self.chip_m):
-            box.valueChanged.connect(self._units)
-        self._units()
-
-        form = QFormLayout()
-        form.addRow("Chip size:", self.chip)
-        form.addRow("Chip size in metres:", self.chip_m)
-        form.addRow("Overlap:", self.overlap)
-        intro = QLabel("Large scenes (orthophotos, satellite granules) can be cut into chips, each searched as a "
-                       "tile of its own. The open folder is indexed again with the new options; folders indexed "
-                       "for the first time get them too, other indexes keep the options they were built with.")
-        intro.setWordWrap(True)
-        self.current = QLabel(f"This index: {current}" if current else "")
-        self.current.setVisible(bool(current))
-        self.error = QLabel()
-        self.error.setWordWrap(True)
-        self.error.setTextFormat(Qt.TextFormat.PlainText)
-        self.error.setStyleSheet("color: #c62828")
-        self.error.setVisible(False)
-        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
-        buttons.accepted.connect(self.accept)
-        buttons.rejected.connect(self.reject)
-        self.ok_button = buttons.button(QDialogButtonBox.StandardButton.Ok)
-        box = QVBoxLayout(self)
-        box.addWidget(intro)
-        box.addLayout(form)
-        box.addWidget(self.current)
-        box.addWidget(self.error)
-        box.addWidget(buttons)
-
-    def values(self) -> dict:
-        """``{"chip", "overlap", "chip_m"}`` for ``Archive.index`` (0 = off)."""
-        on = bool(self.chip.value() or self.chip_m.value())
-        return {"chip": self.chip.value(), "overlap": self.overlap.value() if on else 0.0,
-                "chip_m": self.chip_m.value()}
-
-    def accept(self) -> None:
-        try:
-            check_chip_options(**self.values())
-        except UserError as e:
-            self.error.setText(f"These options cannot be used: {e}.")
-            self.error.setVisible(True)
-            return
-        self.error.setVisible(False)
-        super().accept()
-
-    def _units(self) -> None:
-        on = bool(self.chip.value() or self.chip_m.value())
-        self.overlap.setEnabled(on)
-        metres = bool(self.chip_m.value())
-        self.overlap.setDecimals(1 if metres else 0)  # the core rounds a pixel overlap to whole pixels
-        self.overlap.setSuffix(" m" if metres else " px")

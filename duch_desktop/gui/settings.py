@@ -1,5 +1,6 @@
-"""Persistent GUI preferences (QSettings): recent folders, last folder, window geometry,
-grid or map view of the results, chip options for indexing.
+"""Persistent GUI preferences (QSettings): recent folders, last folder, window layout, grid or
+map view of the results, the search bar (results, max distance, last query), and per index the
+indexing options (chips, bands, stretch).
 
 Everything goes through :class:`Settings` so tests can point it at a temporary INI file
 (``Settings(QSettings(str(tmp_path / "s.ini"), QSettings.IniFormat))``) or redirect the
@@ -7,6 +8,8 @@ default location with :func:`use_settings_dir`.
 """
 from __future__ import annotations
 
+import hashlib
+import os
 from pathlib import Path
 
 from PySide6.QtCore import QByteArray, QCoreApplication, QSettings
@@ -99,15 +102,52 @@ class Settings:
         self.q.setValue("view/results", mode if mode in RESULTS_MODES else "grid")
         self.q.sync()
 
-    # ------------------------------------------------------------------ indexing options
-    def chip_options(self) -> dict:
-        """``{"chip", "overlap", "chip_m"}`` as ``Archive.index`` takes them (0 = off), named as
-        the CLI's --chip / --overlap / --chip-m; not validated here (the core refuses bad ones)."""
-        return {"chip": self.int_value("index/chip", 0), "overlap": self.float_value("index/overlap", 0.0),
-                "chip_m": self.float_value("index/chip_m", 0.0)}
+    # ------------------------------------------------------------------ search
+    def search_options(self) -> tuple[int, int]:
+        """``(results, max distance)`` of the search bar; -1 = any distance."""
+        return self.int_value("search/results", 20), self.int_value("search/max_distance", -1)
 
-    def set_chip_options(self, chip: int, overlap: float, chip_m: float) -> None:
-        self.q.setValue("index/chip", int(chip))
-        self.q.setValue("index/overlap", float(overlap))
-        self.q.setValue("index/chip_m", float(chip_m))
+    def set_search_options(self, results: int, max_distance: int) -> None:
+        self.q.setValue("search/results", int(results))
+        self.q.setValue("search/max_distance", int(max_distance))
+
+    def last_query(self) -> str:
+        return str(self.q.value("search/last_query", "") or "")
+
+    def set_last_query(self, query: str) -> None:
+        self.q.setValue("search/last_query", query)
+
+    def splitter_state(self) -> QByteArray | None:
+        value = self.q.value("window/splitter", None)
+        return value if isinstance(value, QByteArray) and not value.isEmpty() else None
+
+    def set_splitter_state(self, state: QByteArray) -> None:
+        self.q.setValue("window/splitter", state)
+
+    # ------------------------------------------------------------------ indexing options
+    # Kept per index (keyed by its directory): options chosen for one folder never leak into another.
+    @staticmethod
+    def _index_key(index_dir: str | Path) -> str:
+        return "indexes/" + hashlib.sha1(os.fsencode(str(index_dir))).hexdigest()[:16]
+
+    def index_options(self, index_dir: str | Path) -> dict:
+        """``{"chip", "overlap", "chip_m", "bands", "stretch"}`` as ``Archive.index`` takes them,
+        named as the CLI's --chip / --overlap / --chip-m / --bands / --stretch (0, None = off or
+        the index's own); not validated here (the core refuses bad ones)."""
+        key = self._index_key(index_dir)
+        bands = str(self.q.value(f"{key}/bands", "") or "").strip()
+        stretch = str(self.q.value(f"{key}/stretch", "") or "").strip()
+        return {"chip": self.int_value(f"{key}/chip", 0), "overlap": self.float_value(f"{key}/overlap", 0.0),
+                "chip_m": self.float_value(f"{key}/chip_m", 0.0), "bands": bands or None,
+                "stretch": stretch or None}
+
+    def set_index_options(self, index_dir: str | Path, chip: int, overlap: float, chip_m: float,
+                          bands: str | None = None, stretch: str | None = None) -> None:
+        key = self._index_key(index_dir)
+        self.q.setValue(f"{key}/folder", str(index_dir))
+        self.q.setValue(f"{key}/chip", int(chip))
+        self.q.setValue(f"{key}/overlap", float(overlap))
+        self.q.setValue(f"{key}/chip_m", float(chip_m))
+        self.q.setValue(f"{key}/bands", bands or "")
+        self.q.setValue(f"{key}/stretch", stretch or "")
         self.q.sync()

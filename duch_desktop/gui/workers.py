@@ -61,7 +61,7 @@ class _JobRunner(QObject):
 
     def _drive(self) -> None:
         gen = None
-        last_emit, pending = 0.0, None
+        last_emit, last_stage, pending = 0.0, None, None
         try:
             gen = self._factory()
             while True:
@@ -79,9 +79,10 @@ class _JobRunner(QObject):
                     self.returned.emit(stop.value)
                     return
                 now = time.monotonic()
-                if self._min_interval <= 0 or now - last_emit >= self._min_interval:
+                # A new stage always gets through: the next event may be a long batch away.
+                if self._min_interval <= 0 or now - last_emit >= self._min_interval or event.stage != last_stage:
                     self.progress.emit(event)
-                    last_emit, pending = now, None
+                    last_emit, last_stage, pending = now, event.stage, None
                 else:
                     pending = event  # throttled: the latest one is sent later
         except BaseException as exc:  # noqa: BLE001 - reported to the UI, never lost in a thread

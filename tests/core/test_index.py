@@ -57,7 +57,7 @@ def test_first_run_indexes_everything(archive, tile_classes):
     assert stats.captions == 8 + 2  # bundle captions.json + the user's CSV
     assert {archive.tile(i).rel for i in range(1, N + 1)} == set(tile_classes)
     assert (archive.index_dir / TILES_FAISS).is_file()
-    geo = archive.tile(3)
+    geo = archive.tile(_id_of(archive, "field/field_2.tif"))
     assert geo.meta.crs == "EPSG:32633" and len(geo.footprint) == 5
     _assert_consistent(archive)
 
@@ -411,3 +411,32 @@ def test_codes_match_the_model(archive, tile_folder, tiny_encoders):
     expected = archive.model.image_codes(TinyImageEncoder().encode(pixels[None]))
     assert _codes_by_rel(archive.index_dir)[rec.rel.encode()][1] == expected.tobytes()
     assert archive.similar(rec.path, k=1)[0].distance == 0
+
+
+def test_a_first_run_takes_files_from_every_folder_in_turn(tmp_path, tile_folder, tiny_model):
+    """Stopped after its first batch, a run has indexed one tile of each class folder, not the
+    alphabetically first folder's: an early search sees the whole archive."""
+    archive = _open(tmp_path / "index", tiny_model, tile_folder)
+    job = archive.index(workers=0, batch_size=len(CLASSES))
+    event = next(job)
+    while event.stage != "index" or not event.done:
+        event = next(job)
+    job.close()
+    rels = [r for (r,) in archive.db.connection().execute("SELECT rel FROM tiles WHERE status = 'ok'")]
+    assert sorted(r.split("/")[0] for r in rels) == sorted(CLASSES)
+    assert run_job(archive.index(workers=0, batch_size=4))[0].added == N - len(CLASSES)  # the rest, once each
+    archive.close()
+
+
+def test_interleaved_keeps_each_folders_order():
+    from types import SimpleNamespace
+
+    from duch_desktop.core.archive.indexing import interleaved
+
+    rels = ("a/1", "a/2", "a/3", "b/1", "c/1", "c/2", "top")
+    todo = [SimpleNamespace(entry=SimpleNamespace(rel=r)) for r in rels]
+    order = ["a/1", "b/1", "c/1", "top", "a/2", "c/2", "a/3"]
+    assert [f.entry.rel for f in interleaved(todo, [f.entry for f in todo])] == order
+    # what is left after an interrupted run keeps the same order (so a resumed run gives the same ids)
+    left = [f for f in todo if f.entry.rel not in ("a/1", "b/1", "c/1")]
+    assert [f.entry.rel for f in interleaved(left, [f.entry for f in todo])] == order[3:]

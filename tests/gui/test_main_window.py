@@ -6,6 +6,7 @@ import json
 import threading
 
 import pytest
+import shiboken6
 from PySide6.QtCore import QTimer, Qt
 from PySide6.QtWidgets import QFileDialog
 
@@ -33,13 +34,21 @@ def make_window(qtbot, gui_settings, tmp_path, user_captions):
 
     yield make
     for w in made:
-        w.close()
+        if not shiboken6.isValid(w):
+            continue
+        w.close()  # mid-index it closes once the current batch is committed
+        qtbot.waitUntil(lambda w=w: not shiboken6.isValid(w) or not w.isVisible(), timeout=20000)
 
 
 @pytest.fixture(autouse=True)
 def _no_system_viewer(monkeypatch):
     opened = []
-    monkeypatch.setattr(mw, "open_with_system", opened.append)
+
+    def fake_open(path):
+        opened.append(path)
+        return True
+
+    monkeypatch.setattr(mw, "open_with_system", fake_open)
     return opened
 
 
@@ -66,7 +75,6 @@ def test_empty_states(qtbot, make_window, archive_options):
     window.search("a river")
     assert window.message.text() == NO_FOLDER
     assert not window.export_csv_action.isEnabled() and not window.reindex_action.isEnabled()
-    assert not window.train_action.isEnabled() and window.train_action.toolTip() == "coming soon"
     assert window.device_label.text().startswith("Device: ")
     window.open_folder(window.settings.q.fileName() + ".does-not-exist")
     assert "does not exist" in window.message.text()
@@ -272,7 +280,10 @@ def test_closing_while_indexing_stops_cleanly(qtbot, make_window, tiny_model, ti
     window.open_folder(tile_folder)
     qtbot.waitUntil(gate.reached.is_set, timeout=20000)
     threading.Timer(0.2, gate.release.set).start()  # the encoder finishes its batch a bit later
-    window.close()  # cancels and waits for the worker
+    window.close()  # cancels; the window stays up, saying why, until the batch is committed
+    assert window.isVisible() and window.index_bar.text.text().startswith("Stopping…")
+    assert window.statusBar().currentMessage() == "Stopping…" and not window.index_bar.cancel.isEnabled()
+    qtbot.waitUntil(lambda: not window.isVisible(), timeout=10000)
     assert not window.is_indexing() and window.archive is None
 
     from duch_desktop.core.archive.archive import Archive
@@ -334,15 +345,17 @@ def test_indexing_error_is_a_message(qtbot, make_window, archive_options, tile_f
     assert window.reindex_action.isEnabled()
 
 
-def test_chips_on_the_map_and_in_their_scene(qtbot, make_window, archive_options, scene_folder, gui_settings):
+def test_chips_on_the_map_and_in_their_scene(qtbot, make_window, archive_options, scene_folder, gui_settings,
+                                             tmp_path):
     from duch_desktop.core.imagery.chips import ChipOptions
     from duch_desktop.gui.detail import CHIP_OUTLINE
     from duch_desktop.gui.map_view import SELECTED
     from tests.conftest import SCENE_CHIP, SCENE_SIZE
 
-    gui_settings.set_chip_options(chip=SCENE_CHIP["chip"], overlap=SCENE_CHIP["overlap"], chip_m=0)
+    gui_settings.set_index_options(tmp_path / "index", chip=SCENE_CHIP["chip"], overlap=SCENE_CHIP["overlap"],
+                                   chip_m=0)
     window = make_window(archive_options)
-    report = index_folder(qtbot, window, scene_folder)  # a new index: the saved chip options apply
+    report = index_folder(qtbot, window, scene_folder)  # a new index: the options kept for it apply
     assert report.chips == 28 and report.nodata == 8
     assert window.archive.chip_options == ChipOptions(128, 32, None)
 
@@ -401,30 +414,36 @@ def test_chips_on_the_map_and_in_their_scene(qtbot, make_window, archive_options
     window.index_options_action.trigger()
     dialog = window.options_dialog
     assert (dialog.chip.value(), dialog.overlap.value(), dialog.chip_m.value()) == (128, 32, 0)
-    assert dialog.current.text() == "This index: 128 px, overlap 32 px"
+    assert dialog.current.text() == "This index: chips 128 px, overlap 32 px"
+    assert "chips 128 px, overlap 32 px" in window.archive_label.text()  # the status bar says chips are on
     dialog.chip.setValue(0)
     assert not dialog.overlap.isEnabled()
     with qtbot.waitSignal(window.indexing_finished, timeout=30000):
         dialog.ok_button.click()
     assert window.archive.chip_options is None and window.archive.stats().chips == 0
-    assert gui_settings.chip_options() == {"chip": 0, "overlap": 0.0, "chip_m": 0.0}
+    assert gui_settings.index_options(window.archive.index_dir) == {"chip": 0, "overlap": 0.0, "chip_m": 0.0,
+                                                                    "bands": None, "stretch": "auto"}
+    qtbot.waitUntil(lambda: "chips" not in window.archive_label.text(), timeout=5000)
 
 
-def test_saved_chip_options_leave_existing_indexes_alone(qtbot, make_window, archive_options, scene_folder,
-                                                         gui_settings):
+def test_options_kept_for_one_index_leave_other_folders_alone(qtbot, make_window, archive_options, scene_folder,
+                                                             gui_settings, tmp_path):
+    gui_settings.set_index_options(tmp_path / "another-index", chip=128, overlap=32, chip_m=0)
     window = make_window(archive_options)
-    index_folder(qtbot, window, scene_folder)  # saved options: off
-    assert window.archive.stats().chips == 0
-    gui_settings.set_chip_options(chip=128, overlap=32, chip_m=0)
-    report = index_folder(qtbot, window, scene_folder)  # the index exists: the core keeps its options
+    report = index_folder(qtbot, window, scene_folder)  # a new index of another folder: no chips
     assert report.chips == 0 and window.archive.chip_options is None
+    assert "chips" not in window.archive_label.text()
 
 
-def test_invalid_chip_options_are_refused(qtbot, make_window, archive_options, gui_settings):
+def test_invalid_index_options_are_refused(qtbot, make_window, archive_options, gui_settings, tile_folder):
     window = make_window(archive_options)
+    window.index_options_action.trigger()  # no folder open: options belong to an index
+    assert window.options_dialog is None and "Open a folder first" in window.statusBar().currentMessage()
+    index_folder(qtbot, window, tile_folder)
     window.index_options_action.trigger()
     dialog = window.options_dialog
-    assert dialog.isVisible() and not dialog.current.isVisible()  # no index open
+    assert dialog.isVisible() and dialog.current.text() == ("This index: every file is one tile, first three bands, "
+                                                            "auto stretch")
     dialog.chip.setValue(128)
     dialog.overlap.setValue(128)
     dialog.ok_button.click()
@@ -439,13 +458,21 @@ def test_invalid_chip_options_are_refused(qtbot, make_window, archive_options, g
     assert dialog.overlap.suffix() == " m"
     dialog.ok_button.click()
     assert dialog.isVisible() and "(50 metres)" in dialog.error.text()
-    assert gui_settings.chip_options() == {"chip": 0, "overlap": 0.0, "chip_m": 0.0}  # nothing saved
     dialog.overlap.setValue(10)
+    dialog.bands.setText("4,3")
     dialog.ok_button.click()
-    qtbot.waitUntil(lambda: window.options_dialog is None, timeout=2000)
-    assert gui_settings.chip_options() == {"chip": 0, "overlap": 10.0, "chip_m": 50.0}
-    assert "folders indexed for the first time" in window.statusBar().currentMessage()
+    assert dialog.isVisible() and "give one band (grey) or three" in dialog.error.text()
+    index_dir = window.archive.index_dir
+    assert gui_settings.index_options(index_dir)["chip_m"] == 0.0  # nothing kept
+    dialog.bands.setText("3,2,1")
+    dialog.stretch.setCurrentIndex(dialog.stretch.findData("none"))
+    with qtbot.waitSignal(window.indexing_finished, timeout=30000) as sig:
+        dialog.ok_button.click()
+    assert sig.args[0].updated + sig.args[0].added > 0  # the band change re-encoded the tiles
+    assert gui_settings.index_options(index_dir) == {"chip": 0, "overlap": 10.0, "chip_m": 50.0, "bands": "3,2,1",
+                                                     "stretch": "none"}
+    assert window.archive.options == {"bands": [3, 2, 1], "stretch": "none"}
+    qtbot.waitUntil(lambda: "bands 3,2,1 · stretch none" in window.archive_label.text(), timeout=5000)
     # the same rules hold for values that do not come from the dialog
-    assert not window.apply_chip_options({"chip": 64, "overlap": 64})
+    assert not window.apply_index_options({"chip": 64, "overlap": 64})
     assert "less than the chip size" in window.statusBar().currentMessage()
-    assert gui_settings.chip_options()["chip_m"] == 50.0

@@ -292,33 +292,45 @@ def test_detail_pane_draws_the_chip_in_its_scene(qtbot):
 
 
 def test_index_options_dialog_values(qtbot):
-    from duch_desktop.gui.panels import IndexOptionsDialog, check_chip_options
+    from duch_desktop.gui.index_options import IndexOptionsDialog, check_chip_options
     from duch_desktop.core.imagery.chips import ChipOptions
 
-    dialog = IndexOptionsDialog({"chip": 256, "overlap": 32, "chip_m": 0}, "256 px, overlap 32 px")
+    dialog = IndexOptionsDialog({"chip": 256, "overlap": 32, "chip_m": 0, "bands": "4,3,2"}, "chips 256 px, overlap 32 px")
     qtbot.addWidget(dialog)
-    assert dialog.values() == {"chip": 256, "overlap": 32.0, "chip_m": 0.0}
+    assert dialog.values() == {"chip": 256, "overlap": 32.0, "chip_m": 0.0, "bands": "4,3,2", "stretch": "auto"}
     assert dialog.overlap.suffix() == " px" and dialog.overlap.isEnabled()
-    assert dialog.current.text() == "This index: 256 px, overlap 32 px"
+    assert dialog.current.text() == "This index: chips 256 px, overlap 32 px"
     dialog.chip.setValue(0)
     assert not dialog.overlap.isEnabled() and dialog.values()["overlap"] == 0.0  # off: the overlap means nothing
     dialog.chip_m.setValue(100)
+    dialog.bands.clear()
+    dialog.stretch.setCurrentIndex(dialog.stretch.findData("percentile"))
     assert dialog.overlap.isEnabled() and dialog.overlap.suffix() == " m"
-    assert dialog.values() == {"chip": 0, "overlap": 32.0, "chip_m": 100.0}
-    assert check_chip_options(**dialog.values()) == ChipOptions(None, 32.0, 100.0)
+    assert dialog.values() == {"chip": 0, "overlap": 32.0, "chip_m": 100.0, "bands": None, "stretch": "percentile"}
+    assert check_chip_options(0, 32.0, 100.0) == ChipOptions(None, 32.0, 100.0)
     assert check_chip_options(0, 40, 0) is None
 
 
-def test_settings_chip_options_and_results_mode(tmp_path):
+def test_settings_kept_per_index_and_results_mode(tmp_path):
     s = Settings(QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat))
-    assert s.chip_options() == {"chip": 0, "overlap": 0.0, "chip_m": 0.0} and s.results_mode() == "grid"
-    s.set_chip_options(chip=512, overlap=64, chip_m=120.5)
+    off = {"chip": 0, "overlap": 0.0, "chip_m": 0.0, "bands": None, "stretch": None}
+    assert s.index_options(tmp_path / "a") == off and s.results_mode() == "grid"
+    assert s.search_options() == (20, -1) and s.last_query() == "" and s.splitter_state() is None
+    s.set_index_options(tmp_path / "a", chip=512, overlap=64, chip_m=120.5, bands="4,3,2", stretch="none")
     s.set_results_mode("map")
+    s.set_search_options(50, 12)
+    s.set_last_query("a river")
+    s.q.sync()
     again = Settings(QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat))
-    assert again.chip_options() == {"chip": 512, "overlap": 64.0, "chip_m": 120.5} and again.results_mode() == "map"
-    again.q.setValue("index/overlap", "lots")
+    assert again.index_options(tmp_path / "a") == {"chip": 512, "overlap": 64.0, "chip_m": 120.5, "bands": "4,3,2",
+                                                   "stretch": "none"}
+    assert again.index_options(tmp_path / "b") == off  # another index keeps its own (none)
+    assert again.results_mode() == "map" and again.search_options() == (50, 12) and again.last_query() == "a river"
+    again.q.setValue(Settings._index_key(tmp_path / "a") + "/overlap", "lots")
     again.q.setValue("view/results", "globe")
-    assert again.chip_options()["overlap"] == 0.0 and again.results_mode() == "grid"
+    again.q.setValue("search/results", "many")
+    assert again.index_options(tmp_path / "a")["overlap"] == 0.0 and again.results_mode() == "grid"
+    assert again.search_options() == (20, 12)
 
 
 def test_progress_text_of_chip_planning():

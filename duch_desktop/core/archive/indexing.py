@@ -269,7 +269,7 @@ class Indexer:
         if removed:
             self._dropped(gen, removed)
         rep.moved, rep.removed = len(moves), len(removed)
-        return todo + [FileTodo(e, []) for e in fresh]
+        return interleaved(todo + [FileTodo(e, []) for e in fresh], entries)
 
     def _encode(self, db: Database, work: Work, opts: dict, batch_size: int, workers: int, rep: IndexReport,
                 cluster=None) -> Job[None]:
@@ -363,6 +363,23 @@ class Indexer:
 
 
 # --------------------------------------------------------------------------- helpers
+
+def interleaved(todo: list[FileTodo], entries: list) -> list[FileTodo]:
+    """``todo`` taken in turn from each folder (a/1, b/1, c/1, a/2, ...), so that a search during a
+    long first run sees every part of the archive, not only its alphabetically first folders.
+
+    The turns are those of all scanned ``entries``, of which ``todo`` keeps the order: a resumed
+    run continues the interrupted one's order, and gives its tiles the ids an uninterrupted run would.
+    """
+    folders: dict[str, int] = {}
+    turn: dict[str, int] = {}
+    count: dict[str, int] = {}
+    for e in entries:
+        folder = os.path.dirname(e.rel)
+        folders.setdefault(folder, len(folders))
+        turn[e.rel] = count[folder] = count.get(folder, -1) + 1
+    return sorted(todo, key=lambda f: (turn.get(f.entry.rel, 0), folders.get(os.path.dirname(f.entry.rel), 0)))
+
 
 def _tile_row(entry, item: dict, status: str, blob: bytes | None) -> tuple:
     rel_bytes = os.fsencode(entry.rel)

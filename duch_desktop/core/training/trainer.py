@@ -163,7 +163,7 @@ def train(data: TrainingData, config: TrainConfig, image_encoder: str, text_enco
     n = data.n_images
     perm = rng.permutation(n)
     n_val = int(round(n * cfg.val_fraction)) if cfg.val_fraction > 0 else 0
-    if n_val and n - n_val < 4:
+    if n_val and (n - n_val < 4 or n_val < 4):  # a held-out set too small to score on: train on all
         n_val = 0
     val, fit = (data.subset(np.sort(perm[:n_val])) if n_val else None), data.subset(np.sort(perm[n_val:]))
 
