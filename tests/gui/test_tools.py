@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from duch_desktop.core.model.hashing import DuchModel
+from duch_desktop.core.model.bundle import DuchModel
 from duch_desktop.gui import help as gui_help
 from duch_desktop.gui.platform_check import platform_problem
 from duch_desktop.gui.training import progress_line
