@@ -26,8 +26,10 @@ from .cli_jobs import run_job
 from .core.jobs import Cancelled, UserError
 from .core.imagery.chips import window_text
 from .core.model import runtime
+from .core.imagery.budget import DECODE_SECONDS, MAX_DECODE_BYTES
 
 OUTPUTS = ("json", "csv", "geojson")
+SHOWN_SKIPPED = 20  # skipped paths listed after an indexing run; `duch info --errors` lists all
 
 
 class _Parser(argparse.ArgumentParser):
@@ -105,13 +107,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="overlap of neighbouring chips: pixels, or metres with --chip-m (default 0)")
     p.add_argument("--follow-symlinks", action="store_true", help="also follow links leading outside the folder")
     p.add_argument("--captions", type=Path, help="captions to search with `duch captions` (CSV file,caption or JSON)")
-    p.add_argument("--workers", type=_non_negative, help="decoding processes (default: 2, or 0 on machines with 2 cores or fewer)")
+    p.add_argument("--workers", type=_non_negative, help="decoding processes (default: 2, or 1 on machines with 2 cores or fewer; 0 counts as 1)")
     p.add_argument("--ray", metavar="ADDRESS",
                    help="decode and encode on a Ray cluster (needs duch-desktop[ray]): local (start Ray on this "
                         "machine), auto (the cluster this machine belongs to), ray://HOST:PORT or HOST:PORT; "
                         "the imagery must be at the same path on every node")
     p.add_argument("--ray-workers", type=_positive, metavar="N",
                    help="Ray encoding workers (default: one per GPU of the cluster, else one per 2 CPUs)")
+    p.add_argument("--max-decode-gb", type=_non_negative_number, metavar="GB", default=MAX_DECODE_BYTES / 1e9,
+                   help="refuse files whose read would decode to more than GB gigabytes of pixels, checked from "
+                        "the header before decoding (default %(default)g; 0: no limit)")
+    p.add_argument("--decode-timeout", type=_non_negative_number, metavar="S", default=DECODE_SECONDS,
+                   help="stop decoding a file after S seconds and record it as unreadable (default %(default)g; "
+                        "0: no limit)")
     p.add_argument("--batch-size", type=_positive, default=32, help=argparse.SUPPRESS)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--runtime", choices=runtime.RUNTIMES, help=runtime.HELP)
@@ -181,7 +189,8 @@ def cmd_index(args) -> int:
         job = archive.index(bands=bands, follow_symlinks=args.follow_symlinks, batch_size=args.batch_size,
                             workers=args.workers, captions_file=args.captions, stretch=args.stretch,
                             chip=args.chip, overlap=args.overlap, chip_m=args.chip_m, ray=args.ray,
-                            ray_workers=args.ray_workers)
+                            ray_workers=args.ray_workers, max_decode_bytes=args.max_decode_gb * 1e9 or None,
+                            decode_seconds=args.decode_timeout or None)
         # Ray prints its cluster's notes (a worker died and was restarted...) on stdout: keep stdout for the report.
         stdout_guard = contextlib.redirect_stdout(sys.stderr) if args.ray else contextlib.nullcontext()
         try:
@@ -197,8 +206,13 @@ def cmd_index(args) -> int:
     else:
         errors = f"{report.errors} unreadable (see `duch info --errors`)" if report.errors else "0 unreadable"
         chips = f"{report.chips} chips read ({report.nodata} without data), " if report.chips else ""
+        skipped = f", {len(report.skipped)} skipped" if report.skipped else ""
         print(f"{report.added} added, {report.updated} updated, {report.moved} moved, {report.removed} removed, "
-              f"{report.unchanged} unchanged, {chips}{errors} in {report.seconds:.1f} s")
+              f"{report.unchanged} unchanged, {chips}{errors}{skipped} in {report.seconds:.1f} s")
+        for rel, reason in report.skipped[:SHOWN_SKIPPED]:
+            print(f"skipped {display_path(rel)}: {reason}")
+        if len(report.skipped) > SHOWN_SKIPPED:
+            print(f"... and {len(report.skipped) - SHOWN_SKIPPED} more skipped (see `duch info --errors`)")
         print(f"index: {archive.index_dir}")
     return 0
 
@@ -239,11 +253,13 @@ def cmd_info(args) -> int:
     """``duch info``: counts, model, options and (with --errors) the unreadable files."""
     with _open_archive(args) as archive:
         stats, errors = archive.stats(), archive.errors() if args.errors else None
+        skipped = archive.skipped() if args.errors else []
     cut = stats.chip_options
     stats = {**stats.to_dict(), "runtime": runtime.describe(args.runtime)}
     if args.json:
-        print(json.dumps({**stats, **({"error_files": [list(e) for e in errors]} if errors is not None else {})},
-                         indent=2))
+        listed = ({"error_files": [list(e) for e in errors], "skipped_paths": [list(e) for e in skipped]}
+                  if args.errors else {})
+        print(json.dumps({**stats, **listed}, indent=2))
         return 0
     for key, value in stats.items():
         if key == "chip_options":
@@ -251,6 +267,8 @@ def cmd_info(args) -> int:
         print(f"{key:>17}: {value}")
     for rel, reason in errors or []:
         print(f"{display_path(rel)}: {reason}")
+    for rel, reason in skipped:
+        print(f"{display_path(rel)}: skipped, {reason.removeprefix('skipped: ')}")
     return 0
 
 

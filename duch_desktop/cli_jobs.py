@@ -15,7 +15,7 @@ from .core.jobs import Cancelled, Job, Progress, drive
 
 # What a stage's bar says (a stage not listed shows its own name).
 STAGE_LABELS = {"scan": "scanning", "plan": "cutting scenes into chips", "index": "indexing",
-                "captions": "encoding captions"}
+                "captions": "encoding captions", "decode": "decoding a slow file"}
 
 
 def run_job(job: Job):

@@ -193,3 +193,64 @@ def make_hostile_corpus(root: Path) -> dict[str, str]:
     (root / "meta.xml").write_text("<xml/>")
     (root / "nested" / "a" / "readme.TXT").write_text("ignored")
     return exp
+
+
+# --------------------------------------------------------------------------- decompression bombs
+
+def _ifd_arrays(data: bytes) -> dict[int, tuple[int, int, str]]:
+    """{tag: (file offset of its values, count, numpy dtype)} of the first IFD of a classic little-endian TIFF."""
+    assert data[:4] == b"II*\0"
+    off = int.from_bytes(data[4:8], "little")
+    n = int.from_bytes(data[off:off + 2], "little")
+    out = {}
+    for k in range(n):
+        e = data[off + 2 + 12 * k: off + 14 + 12 * k]
+        tag, kind = int.from_bytes(e[:2], "little"), int.from_bytes(e[2:4], "little")
+        count, value = int.from_bytes(e[4:8], "little"), int.from_bytes(e[8:12], "little")
+        out[tag] = (value, count, {3: "<u2", 4: "<u4"}[kind]) if kind in (3, 4) else (value, count, "")
+    return out
+
+
+def write_tiff_bomb(path: Path, size: int = HUGE, block: int = 512) -> Path:
+    """A small TIFF of ``size`` x ``size`` RGB whose tiles all point at one deflate block.
+
+    40000 px with 512 px tiles: 6 241 tiles of 786 kB each, so about 4.9 GB decoded from a
+    file of ~60 kB (the block table is most of it).
+    """
+    with rasterio.open(path, "w", driver="GTiff", width=size, height=size, count=3, dtype="uint8", tiled=True,
+                       blockxsize=block, blockysize=block, compress="deflate", SPARSE_OK="TRUE") as ds:
+        ds.write(_rgb(block, block), window=Window(0, 0, block, block))
+    data = bytearray(path.read_bytes())
+    ifd = _ifd_arrays(bytes(data))
+    for tag in (324, 325):  # TileOffsets, TileByteCounts: every tile = the first one
+        off, count, dtype = ifd[tag]
+        values = np.frombuffer(bytes(data[off:off + count * np.dtype(dtype).itemsize]), dtype)
+        data[off:off + values.nbytes] = np.full(count, values[0], dtype).tobytes()
+    path.write_bytes(bytes(data))
+    return path
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    import zlib
+
+    return len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
+
+
+def write_png_bomb(path: Path, size: int = HUGE, interlaced: bool = True) -> Path:
+    """A PNG header claiming ``size`` x ``size`` RGB (interlaced: inflated whole), ~1 kB of zero rows."""
+    import zlib
+
+    ihdr = size.to_bytes(4, "big") * 2 + bytes([8, 2, 0, 0, 1 if interlaced else 0])
+    rows = zlib.compress(b"\0" * (3 * 64 + 1) * 64, 9)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", rows)
+                     + _png_chunk(b"IEND", b""))
+    return path
+
+
+def write_jpeg_bomb(path: Path, size: int = 60000) -> Path:
+    """A JPEG whose frame header claims ``size`` x ``size`` px (the scan data of a 64 px image)."""
+    data = bytearray(_photo("JPEG"))
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5:sof + 9] = size.to_bytes(2, "big") * 2
+    path.write_bytes(bytes(data))
+    return path

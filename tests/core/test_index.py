@@ -106,7 +106,7 @@ def test_model_change_reencodes_everything(archive, tile_folder, tiny_encoders, 
         arch.search_text("forest")
     report, events = run_job(arch.index(workers=0))
     assert any("model changed" in e.message for e in events)
-    assert report.updated == N and enc.images == N
+    assert report.updated == N and enc.images == N + 1  # + the model's probe image before the run
     assert _codes_by_rel(arch.index_dir) != old
     assert arch.search_text("green forest", k=3)
     assert len(arch.captions_for(1)) > 0  # captions re-encoded with the new model too
@@ -118,7 +118,7 @@ def test_band_option_change_reencodes_and_is_remembered(archive, tiny_encoders):
     enc = tiny_encoders.image
     before = enc.images
     report, events = run_job(archive.index(bands="1", workers=0))
-    assert report.updated == N and enc.images - before == N
+    assert report.updated == N and enc.images - before == N  # the probe ran once, on the first run
     assert archive.options["bands"] == [1]
     report, _ = run_job(archive.index(workers=0))  # no --bands: keeps using band 1
     assert report.unchanged == N

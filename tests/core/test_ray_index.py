@@ -37,14 +37,15 @@ def ray_instance():
 
 
 class DyingImageEncoder(TinyImageEncoder):
-    """The tiny encoder, whose worker process dies once: on the first batch any worker gets."""
+    """The tiny encoder, whose worker process dies once: on the first batch any Ray worker gets
+    (not in the driver, where the model's probe runs before the index changes)."""
 
     def __init__(self, marker: Path):
         super().__init__()
-        self.marker = marker
+        self.marker, self.driver = marker, os.getpid()
 
     def encode(self, images):
-        if not self.marker.exists():
+        if not self.marker.exists() and os.getpid() != self.driver:
             self.marker.write_text(str(os.getpid()))
             os._exit(1)  # a killed worker, as an OOM killer or a lost node would do
         return super().encode(images)

@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import threading
 
+import numpy as np
+
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import pytest  # noqa: E402
@@ -55,7 +57,8 @@ class GatedImageEncoder(TinyImageEncoder):
         self.gate = gate
 
     def encode(self, images):
-        self.gate.check()
+        if len(images) > 1 or np.asarray(images).any():  # the model's probe (one black image) is no batch
+            self.gate.check()
         return super().encode(images)
 
 

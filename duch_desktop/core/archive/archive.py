@@ -28,7 +28,8 @@ from ..imagery.chips import ChipOptions
 from ..jobs import Job, UserError
 from ..model.bundle import DuchModel
 from ..model.defaults import Encoders, resolve_model
-from .database import ARCHIVE_DB, CAPTIONS_FAISS, FAISS_FILES, FORMAT, RUN_LOCK, THUMBS, TILES_FAISS, Database, now
+from .database import (ARCHIVE_DB, CAPTIONS_FAISS, FAISS_FILES, FORMAT, RUN_LOCK, THUMBS, TILES_FAISS, Database, now,
+                       storage_error)
 from .captions import read_caption_texts
 from .indexing import SAVE_EVERY_S, STRETCHES, Indexer, IndexReport
 from .queries import Queries
@@ -82,7 +83,10 @@ class Archive:
         if stored is not None and root is not None and bytes(stored) != os.fsencode(root):
             raise UserError(f"{index_dir} holds the index of {display_path(stored)}, not of {os.fsdecode(root)}")
         root = root or Path(os.fsdecode(bytes(stored)))
-        (index_dir / THUMBS).mkdir(exist_ok=True)
+        try:
+            (index_dir / THUMBS).mkdir(exist_ok=True)
+        except OSError:  # a cache: a thumbnail asked for later says what is wrong
+            pass
         model, model_dir = resolve_model(model, recorded_model)
         try:
             archive = cls(index_dir, root, model, model_dir, image_encoder, text_encoder, runtime)
@@ -92,7 +96,7 @@ class Archive:
                                  ("tiles_gen", 0), ("captions_gen", 0)):
                         archive.db.set_meta(k, v)
         except sqlite3.DatabaseError as e:  # damage past the header shows up on the first real query
-            raise UserError(f"the index at {index_dir} is unreadable ({e}): delete it and index the folder again") from e
+            raise _damaged(e, index_dir) from e
         return archive
 
     def close(self) -> None:
@@ -179,6 +183,9 @@ class Archive:
     def errors(self) -> list[tuple[str, str]]:
         return self.queries.errors()
 
+    def skipped(self) -> list[tuple[str, str]]:
+        return self.queries.skipped()
+
 
 def _check_new_index(index_dir: Path, root: Path | None) -> None:
     """A new index needs a folder to index, and a place to live."""
@@ -198,6 +205,12 @@ def _prepare(index_dir: Path) -> tuple[int, bytes | None, str | None]:
     try:
         return db.prepare()
     except sqlite3.DatabaseError as e:
-        raise UserError(f"the index at {index_dir} is unreadable ({e}): delete it and index the folder again") from e
+        raise _damaged(e, index_dir) from e
     finally:
         db.close()
+
+
+def _damaged(e: sqlite3.DatabaseError, index_dir: Path) -> UserError:
+    """Storage trouble (disk full, read-only, permissions) in one plain sentence; real damage with the way out."""
+    return storage_error(e, index_dir) or UserError(
+        f"the index at {index_dir} is unreadable ({e}): delete it and index the folder again")

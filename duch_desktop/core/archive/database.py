@@ -16,7 +16,10 @@ records the generation it reflects (``<table>_faiss_gen``) so a stale one is reb
 """
 from __future__ import annotations
 
+import errno
 import json
+import os
+import shutil
 import sqlite3
 import threading
 import time
@@ -26,6 +29,7 @@ from typing import Iterator, Sequence
 
 from ..imagery import reading as imagery
 from ..imagery.chips import ChipOptions, plan_windows
+from ..jobs import UserError
 
 ARCHIVE_DB = "archive.sqlite"
 TILES_FAISS = "tiles.faiss"
@@ -304,8 +308,17 @@ class Database:
 
 def connect(db: Path) -> sqlite3.Connection:
     """A connection in autocommit mode (transactions are explicit) with WAL journaling."""
-    conn = sqlite3.connect(db, timeout=60, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
+    try:
+        conn = sqlite3.connect(db, timeout=60, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.OperationalError:
+        if not (Path(db).is_file() and _read_only(Path(db).parent)):
+            raise
+        # WAL needs its -shm file even to read; on a read-only file system nothing can change the
+        # database under us, so it is opened as immutable: queries work, writes fail plainly.
+        conn = sqlite3.connect(f"{Path(db).absolute().as_uri()}?immutable=1", uri=True, isolation_level=None,
+                               check_same_thread=False)
+        return conn
     # NORMAL is still crash-safe with WAL (a kill -9 never corrupts); it only risks the last
     # commits on power loss, which the next run re-indexes.
     conn.execute("PRAGMA synchronous=NORMAL")
@@ -347,3 +360,51 @@ def _code_rows_sql(which: str, columns: str) -> str:
 def now() -> str:
     """Local time stamp stored in ``meta`` (created, last_indexed)."""
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+# SQLite result codes (primary) that mean the storage, not the index, is the problem.
+_SQLITE_STORAGE = {3: "permission denied", 8: "the index is read-only", 10: "disk I/O error",
+                   13: "the disk is full", 14: "cannot open the database file"}
+_OS_STORAGE = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
+               errno.EROFS: "it is on a read-only file system", errno.EACCES: "permission denied",
+               errno.EPERM: "permission denied"}
+
+
+def storage_error(e: BaseException, index_dir: Path) -> UserError | None:
+    """A plain :class:`UserError` when ``e`` says the index cannot be written or read for a reason of
+    its storage (disk full, read-only, permissions) rather than damage; None otherwise. The index
+    itself is then intact: the sentence says what to fix, never to delete anything."""
+    reason = None
+    if isinstance(e, sqlite3.Error):
+        code = getattr(e, "sqlite_errorcode", None)
+        reason = _SQLITE_STORAGE.get(code & 0xFF) if isinstance(code, int) else None
+        text = str(e).lower()
+        if reason is None:
+            reason = next((r for key, r in (("disk is full", "the disk is full"), ("readonly", "the index is read-only"),
+                                            ("disk i/o error", "disk I/O error"),
+                                            ("unable to open", "cannot open the database file")) if key in text), None)
+    elif isinstance(e, OSError):
+        reason = _OS_STORAGE.get(e.errno)
+    if reason is None:
+        return None
+    if reason in ("disk I/O error", "cannot open the database file", "the index is read-only"):
+        if _read_only(index_dir):
+            reason = "it is on a read-only file system"
+        elif _nearly_full(index_dir):
+            reason = "the disk is full"
+    return UserError(f"cannot use the index at {index_dir}: {reason} (the index is intact: "
+                     "try again once that is fixed)")
+
+
+def _read_only(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):  # no statvfs (Windows)
+        return False
+
+
+def _nearly_full(path: Path) -> bool:
+    try:
+        return shutil.disk_usage(path).free < 1 << 20
+    except OSError:
+        return False

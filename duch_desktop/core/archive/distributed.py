@@ -40,6 +40,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from ..jobs import UserError
+from ..imagery.budget import MAX_DECODE_BYTES
 from .reader import TileReader, Work
 
 RAY_MISSING = "Ray is not installed: pip install 'duch-desktop[ray]' (or 'ray[data]') to index with --ray"
@@ -125,6 +126,7 @@ class WorkerSpec:
     bands: tuple | None
     stretch: str
     threads: int = 1
+    max_bytes: float | None = MAX_DECODE_BYTES  # the decode budget of :mod:`budget` (no time limit on Ray)
 
 
 class _Items:
@@ -171,7 +173,7 @@ class TileEncoder:
         n = len(batch["i"])
         windows = np.stack([np.asarray(batch[k], np.int64) for k in WINDOW], axis=1)
         reader = TileReader(_Items(batch["path"], windows), self.size,
-                            self.spec.bands, self.spec.stretch)
+                            self.spec.bands, self.spec.stretch, self.spec.max_bytes)
         items = list(self.pool.map(reader.__getitem__, range(n)) if self.pool else map(reader.__getitem__, range(n)))
         code = np.zeros((n, self.model.bits // 8), np.uint8)
         ok = np.zeros(n, bool)
@@ -221,7 +223,7 @@ def _builtin_encoder(encoder) -> bool:
     return isinstance(encoder, (encoders.EfficientNetLiteEncoder, encoders.HFImageEncoder, OnnxImageEncoder))
 
 
-def worker_spec(encoders, opts: dict, threads: int) -> WorkerSpec:
+def worker_spec(encoders, opts: dict, threads: int, max_bytes: float | None = MAX_DECODE_BYTES) -> WorkerSpec:
     """The :class:`WorkerSpec` of a run with ``encoders`` (:class:`defaults.Encoders`): built-in
     encoders are rebuilt on the workers from the model's identity; encoder objects given to the
     archive, or made by a registered factory (plug-ins), travel pickled."""
@@ -234,7 +236,7 @@ def worker_spec(encoders, opts: dict, threads: int) -> WorkerSpec:
     if encoder is not None and _builtin_encoder(encoder):
         encoder = None
     bands = tuple(opts["bands"]) if opts["bands"] else None
-    return WorkerSpec(encoders.model, encoder, spec, bands, opts["stretch"], threads)
+    return WorkerSpec(encoders.model, encoder, spec, bands, opts["stretch"], threads, max_bytes)
 
 
 def _plan_workers(ray, wanted: int | None) -> tuple[int, dict]:
@@ -249,7 +251,8 @@ def _plan_workers(ray, wanted: int | None) -> tuple[int, dict]:
     return n, args
 
 
-def ray_batches(encoders, work: Work, opts: dict, batch_size: int, options: RayOptions) -> Iterator[list[dict] | str]:
+def ray_batches(encoders, work: Work, opts: dict, batch_size: int, options: RayOptions,
+                max_bytes: float | None = MAX_DECODE_BYTES) -> Iterator[list[dict] | str]:
     """Items decoded and encoded on Ray, as batches of the local reader's item dicts plus ``code``.
 
     A generator: closing it stops the dataset (and a Ray instance it started). Its first value is
@@ -261,7 +264,7 @@ def ray_batches(encoders, work: Work, opts: dict, batch_size: int, options: RayO
         workers, remote_args = _plan_workers(ray, options.workers)
         total = work.total
         rows = int(min(MAX_BLOCK_ROWS, max(batch_size, -(-total // (workers * BLOCKS_PER_WORKER)))))
-        spec = worker_spec(encoders, opts, max(1, int(remote_args["num_cpus"])))
+        spec = worker_spec(encoders, opts, max(1, int(remote_args["num_cpus"])), max_bytes)
         # The item table goes to the object store up front (~100 bytes an item), one block per task.
         # A custom datasource would stream it, but its read tasks need CPUs that the workers hold;
         # from_blocks, where this Ray has it, skips from_arrow's remote metadata tasks (seconds a run).

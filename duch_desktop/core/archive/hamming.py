@@ -19,6 +19,7 @@ Files are written atomically: a temp file in the same directory, then ``os.repla
 from __future__ import annotations
 
 import math
+import os
 import threading
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -136,9 +137,12 @@ class HammingTable:
         """Write atomically to ``path`` (see :func:`files.atomic_path`)."""
         import faiss
 
-        with atomic_path(path) as tmp, self.lock:
-            index = self._index.ivf if isinstance(self._index, _Clustered) else self._index
-            faiss.write_index_binary(index, tmp)
+        with atomic_path(path) as tmp:
+            with self.lock:
+                index = self._index.ivf if isinstance(self._index, _Clustered) else self._index
+                faiss.write_index_binary(index, tmp)
+                expected = int(index.ntotal) * (self.bits // 8 + 8)  # codes and ids, before any header
+            _check_written(tmp, expected)
 
     @classmethod
     def load(cls, path: Path, bits: int) -> "HammingTable | None":
@@ -359,3 +363,22 @@ def hamming(a: np.ndarray, b: np.ndarray, chunk_bytes: int = 1 << 26) -> np.ndar
     for s in range(0, len(a), step):
         out[s:s + step] = np.bitwise_count(a[s:s + step, None, :] ^ b[None, :, :]).sum(-1, dtype=np.int32)
     return out
+
+
+def _check_written(tmp: str, expected: int) -> None:
+    """OSError unless ``tmp`` really holds more than ``expected`` bytes on disk.
+
+    faiss reports a failed write on a full disk only on stderr ("close error") and returns; the
+    size check and the fsync (which surfaces a delayed ENOSPC) keep a short file from replacing
+    a good one.
+    """
+    import errno
+
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        size = os.fstat(fd).st_size
+    finally:
+        os.close(fd)
+    if size <= expected:
+        raise OSError(errno.ENOSPC, f"faiss wrote {size} of at least {expected + 1} bytes (disk full?)", tmp)

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
+import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -23,18 +25,32 @@ import numpy as np
 from ..files import display_path
 from ..imagery import chips
 from ..imagery import reading as imagery
+from ..imagery.budget import DECODE_SECONDS, MAX_DECODE_BYTES
 from ..jobs import Job, Progress, RateMeter, UserError
+from ..model.checks import check_model
 from ..model.defaults import Encoders, default_workers
 from .captions import caption_bank_codes, encode_captions, read_caption_texts
-from .database import FAISS_FILES, RUN_LOCK, Database, now
+from .database import FAISS_FILES, RUN_LOCK, Database, now, storage_error
+from .decoding import decoded
 from .planning import ChipPlanner
 from .queries import DEFAULT_INPUT_SIZE
-from .reader import FileTodo, TileReader, Work, as_list
+from .reader import FileTodo, TileReader, Work
 from .tables import HammingTables
 from .thumbs import Thumbnails
 
 STRETCHES = ("auto", "percentile", "none")
 SAVE_EVERY_S = 30.0  # rewrite tiles.faiss this often during a long run (bounds the rebuild after a crash)
+SKIPPED_KEY = "skipped"  # meta: JSON [[rel, reason], ...] of what the last scan had to skip
+MAX_SKIPPED_KEPT = 10_000
+
+
+@dataclass
+class DecodeOptions:
+    """How a local run decodes: ``workers`` processes (0 counts as 1), the limits of :mod:`budget`."""
+
+    workers: int
+    max_bytes: float | None = MAX_DECODE_BYTES
+    seconds: float | None = DECODE_SECONDS
 
 
 @dataclass
@@ -53,7 +69,8 @@ class IndexReport:
     errors: int = 0
     seconds: float = 0.0
     cancelled: bool = False
-    warnings: int = 0  # folders/links the scan had to skip (unreadable, outside the folder)
+    warnings: int = 0  # folders/links the scan had to skip (unreadable, outside the folder, path too long)
+    skipped: list = field(default_factory=list)  # [rel, reason] of each of them
     chips: int = 0  # chip windows read (and encoded unless nodata/error) by this run
     nodata: int = 0  # chips without any valid pixel, recorded as skipped
 
@@ -70,7 +87,8 @@ class Indexer:
     def index(self, bands=None, follow_symlinks: bool = False, batch_size: int = 32, workers: int | None = None,
               captions_file=None, stretch: str | None = None, chip: int | None = None,
               overlap: float | None = None, chip_m: float | None = None, ray: str | None = None,
-              ray_workers: int | None = None) -> Job[IndexReport]:
+              ray_workers: int | None = None, max_decode_bytes: float | None = MAX_DECODE_BYTES,
+              decode_seconds: float | None = DECODE_SECONDS) -> Job[IndexReport]:
         """Bring the index up to date with the folder; a generator of Progress, returns IndexReport.
 
         ``bands`` ("4,3,2" or (4, 3, 2)) and ``stretch`` default to what the index was built
@@ -85,6 +103,12 @@ class Indexer:
         ``ray`` (an address: "local", "auto", ``ray://host:port`` or ``host:port``) decodes and
         encodes on a Ray cluster, ``ray_workers`` wide (see :mod:`distributed`); everything else
         (diff, commits, progress, cancel) is this local path. Ray is imported only then.
+
+        Locally, files are decoded in ``workers`` child processes (at least one), each file within
+        ``decode_seconds`` and refused before decoding when it would decode to more than
+        ``max_decode_bytes`` (see :mod:`budget`; None: no limit); such files are recorded as
+        unreadable with the reason and the run goes on. A model that may mark codes for
+        re-encoding is checked first (:func:`checks.check_model`), before the index changes.
         """
         bands = _parse_bands(bands)
         if stretch is not None and stretch not in STRETCHES:
@@ -94,6 +118,10 @@ class Indexer:
         cut = chips.resolve_options(self.db.chip_options(), chip, overlap, chip_m)
         user_captions = read_caption_texts(Path(captions_file)) if captions_file is not None else []
         workers = default_workers() if workers is None else max(0, int(workers))
+        for value, what in ((max_decode_bytes, "decode size limit"), (decode_seconds, "decode time limit")):
+            if value is not None and not value > 0:
+                raise UserError(f"the {what} must be more than 0")
+        decoding = DecodeOptions(workers, max_decode_bytes, decode_seconds)
         cluster = None
         if ray is not None:
             from . import distributed
@@ -102,14 +130,35 @@ class Indexer:
             if ray_workers is not None and int(ray_workers) < 1:
                 raise UserError("the number of Ray workers must be at least 1")
             cluster = distributed.RayOptions(distributed.check_address(ray), ray_workers)
-        return self._index_job(bands, stretch, cut, follow_symlinks, batch_size, workers, user_captions, cluster)
+        self._check_model_before_run(any(v is not None for v in (bands, stretch, chip, overlap, chip_m)))
+        return self._index_job(bands, stretch, cut, follow_symlinks, batch_size, decoding, user_captions, cluster)
 
-    def _index_job(self, bands, stretch, cut, follow_symlinks, batch_size, workers,
+    def _check_model_before_run(self, new_options: bool) -> None:
+        """Load the encoders and run the model once when this run may mark codes for re-encoding
+        (another model, or options given), so that a model that cannot work fails here, before
+        the index changes. An unchanged model on an unchanged index loads nothing."""
+        if getattr(self, "_model_checked", False):
+            return
+        if not new_options and self.db.get_meta("model_fingerprint") == self.model.fingerprint:
+            return
+        name = f"the hashing model {self.model_dir}" if self.model_dir else "the hashing model"
+        for kind in ("image", "text"):
+            try:
+                getattr(self.encoders, kind)
+            except UserError:
+                raise
+            except Exception as e:  # noqa: BLE001 - a broken encoder install is the user's to fix
+                raise UserError(f"the {kind} encoder {getattr(self.model, f'{kind}_encoder')} of {name} cannot be "
+                                f"loaded ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''})") from e
+        check_model(self.model, self.encoders.image, self.encoders.text, name)
+        self._model_checked = True
+
+    def _index_job(self, bands, stretch, cut, follow_symlinks, batch_size, decoding,
                    user_captions, cluster=None) -> Job[IndexReport]:
         rep = IndexReport()
         self.last_report = rep
         start = time.perf_counter()
-        lock = _RunLock(self.index_dir)
+        lock = self._run_lock = _RunLock(self.index_dir)
         for name in FAISS_FILES.values():  # temp files of a run that was killed while saving
             for tmp in self.index_dir.glob(f".{name}.*.tmp"):
                 tmp.unlink(missing_ok=True)
@@ -121,21 +170,33 @@ class Indexer:
             entries = yield from self._scan(follow_symlinks, rep)
             todo = self._apply_diff(db, entries, rep)
             work = yield from ChipPlanner(db, self._dropped).plan(todo, cut, rep)
-            yield from self._encode(db, work, opts, batch_size, workers, rep, cluster)
+            yield from self._encode(db, work, opts, batch_size, decoding, rep, cluster)
         except (GeneratorExit, KeyboardInterrupt):
             rep.cancelled = True
             raise
+        except (sqlite3.OperationalError, OSError) as e:  # the disk filled up, the index went read-only...
+            raise storage_error(e, self.index_dir) or e
         finally:
             try:
-                db.rollback_open_transaction()
-                for which in FAISS_FILES:
-                    self.tables.sync(db, which)
-                db.set_meta("last_indexed", now())
+                self._end_run(db)
             finally:
                 db.close()
                 lock.release()
                 rep.seconds = time.perf_counter() - start
         return rep
+
+    def _end_run(self, db: Database) -> None:
+        """Roll back a batch left half-way, bring the faiss files in step, stamp the run. When the run
+        is failing already (a full disk), a failure here must not hide why, nor turn it into another."""
+        failing = sys.exc_info()[1] is not None
+        try:
+            db.rollback_open_transaction()
+            for which in FAISS_FILES:
+                self.tables.sync(db, which)
+            db.set_meta("last_indexed", now())
+        except (sqlite3.Error, OSError) as e:
+            if not failing:
+                raise storage_error(e, self.index_dir) or e
 
     def _options(self, db: Database, bands, stretch) -> dict:
         """Band/stretch options of this run: the given ones, else those the index was built with."""
@@ -222,6 +283,7 @@ class Indexer:
             entries.append(entry)
             if len(entries) % 2000 == 0:
                 yield Progress("scan", len(entries), 0, display_path(entry.rel))
+        rep.skipped = [[display_path(rel), reason] for rel, reason in problems]
         rep.warnings = len(problems)
         return entries
 
@@ -266,28 +328,33 @@ class Indexer:
                     todo.append(FileTodo(e, [(*r[:2], e.size, e.mtime_ns, *r[4:]) for r in rows]))
             db.delete_tiles(removed)
             gen = db.bump("tiles") if removed else None
+            db.set_meta(SKIPPED_KEY, json.dumps(rep.skipped[:MAX_SKIPPED_KEPT]) if rep.skipped else None)
         if removed:
             self._dropped(gen, removed)
         rep.moved, rep.removed = len(moves), len(removed)
         return interleaved(todo + [FileTodo(e, []) for e in fresh], entries)
 
-    def _encode(self, db: Database, work: Work, opts: dict, batch_size: int, workers: int, rep: IndexReport,
+    def _encode(self, db: Database, work: Work, opts: dict, batch_size: int, decoding: DecodeOptions, rep: IndexReport,
                 cluster=None) -> Job[None]:
         """Decode and encode (here, or on Ray with ``cluster``), commit batch by batch, yielding after each commit."""
         total = work.total
         if not total:
             return
         if cluster is None:
-            batches = self._local_batches(work, opts, batch_size, workers)
+            batches = self._local_batches(work, opts, batch_size, decoding)
         else:
             from .distributed import ray_batches
 
-            batches = ray_batches(self.encoders, work, opts, batch_size, cluster)
+            batches = ray_batches(self.encoders, work, opts, batch_size, cluster, decoding.max_bytes)
         meter, done, saved = RateMeter(), 0, time.monotonic()
         try:
             for batch in batches:
                 if isinstance(batch, str):  # a message of the batch source (where Ray runs the work)
                     yield Progress("index", 0, 0, batch)
+                    continue
+                if isinstance(batch, int):  # still decoding item ``batch``
+                    yield Progress("decode", done, total, f"decoding {work.label(batch)}",
+                                   {"rate": meter.rate(done), "errors": rep.errors, "skipped": rep.unchanged})
                     continue
                 known, ids, codes = [], [], []
                 with db.transaction():
@@ -310,30 +377,38 @@ class Indexer:
         finally:
             batches.close()  # stops the decoding workers (or the Ray dataset) now, also on cancel
 
-    def _local_batches(self, work: Work, opts: dict, batch_size: int, workers: int) -> Iterator[list[dict]]:
-        """Items decoded by DataLoader workers and encoded here: :class:`TileReader` dicts plus
-        ``code`` (packed, or None for an unreadable or nodata item), batch by batch."""
+    def _local_batches(self, work: Work, opts: dict, batch_size: int, decoding: DecodeOptions) -> Iterator[list[dict]]:
+        """Items decoded by child processes (:mod:`decoding`) and encoded here: :class:`TileReader`
+        dicts plus ``code`` (packed, or None for an unreadable or nodata item), batch by batch;
+        while a decode is slow, the number of the item (an int) now and then."""
         encoder = self.encoders.image
         reader = TileReader(work, int(getattr(encoder, "input_size", DEFAULT_INPUT_SIZE)), opts["bands"],
-                            opts["stretch"])
-        from torch.utils.data import DataLoader
-
-        # Worker processes only pay off when there is more than one batch to overlap with encoding.
-        loader = DataLoader(reader, batch_size=batch_size, shuffle=False, collate_fn=as_list,
-                            num_workers=workers if work.total > batch_size else 0)
-        batches = iter(loader)
+                            opts["stretch"], decoding.max_bytes)
+        # More than one process only pays off when there is more than one batch to overlap with encoding.
+        processes = decoding.workers if work.total > batch_size else 1
+        items = decoded(reader, range(work.total), processes, decoding.seconds, inherited=[self._run_lock.file])
         try:
-            for batch in batches:
-                good = [b for b in batch if b["pixels"] is not None]
-                codes = (self.model.image_codes(encoder.encode(np.stack([b["pixels"] for b in good])))
-                         if good else ())
-                for b in batch:
-                    b["code"] = None
-                for b, c in zip(good, codes):
-                    b["code"] = c
-                yield batch
+            batch = []
+            for item in items:
+                if isinstance(item, int):  # a long decode: let the caller see progress (and cancel)
+                    yield item
+                    continue
+                batch.append(item)
+                if len(batch) == batch_size or item["i"] == work.total - 1:
+                    yield self._encoded(encoder, batch)
+                    batch = []
         finally:
-            del batches  # shuts the decoding workers down now, also on cancel
+            items.close()  # stops the decoding processes now, also on cancel
+
+    def _encoded(self, encoder, batch: list[dict]) -> list[dict]:
+        """``batch`` with ``code`` set: packed, or None for an unreadable or nodata item."""
+        good = [b for b in batch if b["pixels"] is not None]
+        codes = self.model.image_codes(encoder.encode(np.stack([b["pixels"] for b in good]))) if good else ()
+        for b in batch:
+            b["code"] = None
+        for b, c in zip(good, codes):
+            b["code"] = c
+        return batch
 
     def _commit_item(self, db: Database, work: Work, item: dict, code: np.ndarray | None, known: list,
                      rep: IndexReport) -> int:
@@ -404,7 +479,11 @@ class _RunLock:
     """One indexing run per index directory, across threads and processes (released on kill -9)."""
 
     def __init__(self, index_dir: Path):
-        self.file = open(index_dir / RUN_LOCK, "a+b")
+        try:
+            self.file = open(index_dir / RUN_LOCK, "a+b")
+        except OSError as e:
+            raise storage_error(e, index_dir) or UserError(f"cannot write to the index at {index_dir}: "
+                                                           f"{e.strerror or e}") from e
         try:
             import fcntl
         except ImportError:  # Windows: fall back to no cross-process lock

@@ -28,9 +28,24 @@ DEFAULT_INPUT_SIZE = 224  # side of the square tile fed to an encoder that does 
 
 # --------------------------------------------------------------------------- query -> code
 
+def clean_query(text) -> str:
+    """A typed query as text a tokenizer takes: bytes that are not UTF-8 (a command line in another
+    encoding arrives as lone surrogates) and lone surrogates become U+FFFD; anything else is kept."""
+    if isinstance(text, (bytes, bytearray)):
+        return bytes(text).decode("utf-8", "replace")
+    if not isinstance(text, str):
+        raise UserError("type a description to search")
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raw = text.encode("utf-8", "surrogatepass")
+    return raw.decode("utf-8", "replace")
+
+
 def text_code(model, text_encoder, text: str) -> np.ndarray:
     """Packed code (1, bits/8) of one typed query; an empty query is a :class:`UserError`."""
-    if not isinstance(text, str) or not text.strip():
+    text = clean_query(text)
+    if not text.strip():
         raise UserError("type a description to search")
     feats = text_encoder.encode([" ".join(text.split())])
     return model.text_codes(feats)
@@ -39,8 +54,9 @@ def text_code(model, text_encoder, text: str) -> np.ndarray:
 def query_note(text_encoder, text: str) -> str | None:
     """A note for the user when the text encoder will not read all of ``text`` (None otherwise)."""
     count, limit = getattr(text_encoder, "token_count", None), getattr(text_encoder, "max_tokens", None)
-    if count is None or limit is None or not isinstance(text, str) or not text.strip():
+    if count is None or limit is None or not isinstance(text, (str, bytes)) or not clean_query(text).strip():
         return None
+    text = clean_query(text)
     n = count(" ".join(text.split()))
     if n <= limit:
         return None
@@ -156,7 +172,7 @@ class Queries:
     def thumbnail(self, tile_id: int, size: int = 256) -> Path:
         """A cached JPEG of the tile (a chip: its window; long side ``size``), made on first request; any thread."""
         dest = self.thumbs.path(tile_id, size)
-        if dest.is_file():
+        if dest.is_file() and imagery.whole_jpeg(dest):  # a damaged cached thumbnail is made again
             return dest
         rec = self.tile(tile_id)
         try:
@@ -195,6 +211,15 @@ class Queries:
             options=db.options(), chip_options=db.chip_options(),
             index_bytes=sum(f.stat().st_size for f in self.index_dir.iterdir() if f.is_file()),
             last_indexed=db.get_meta("last_indexed"))
+
+    def skipped(self) -> list[tuple[str, str]]:
+        """``(rel, reason)`` of what the last indexing run's scan skipped: folders it could not read,
+        links leading outside the folder, paths too long, broken links."""
+        text = self.db.get_meta("skipped")
+        try:
+            return [(str(rel), str(reason)) for rel, reason in json.loads(text)] if text else []
+        except (ValueError, TypeError):
+            return []
 
     def errors(self) -> list[tuple[str, str]]:
         """``(rel, reason)`` of every file (or chip: its window leads the reason) that could not be read."""

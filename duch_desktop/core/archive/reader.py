@@ -2,8 +2,8 @@
 
 :class:`Work` is built by the planning step: a flat list of items, each a whole file or one
 chip window of a scene, kept as numpy arrays (a 20 000 x 20 000 px scene has thousands of
-chips). :class:`TileReader` is the map-style dataset the DataLoader's workers read items
-from; it never raises, errors are data.
+chips). :class:`TileReader` is the map-style dataset the decoding processes (:mod:`decoding`)
+and Ray read items from; it never raises, errors are data.
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import numpy as np
 from ..imagery import reading as imagery
 from ..files import display_path
 from ..imagery.chips import window_text
+from ..imagery.budget import MAX_DECODE_BYTES
 
 NODATA_REASON = "all pixels are nodata"  # imagery's reason for a window without a valid pixel
 
@@ -80,7 +81,7 @@ class Work:
 
 
 class TileReader:
-    """Map-style dataset for the DataLoader: decodes one item, never raises (errors are data).
+    """Map-style dataset of the run's items: decodes one item, never raises (errors are data).
 
     A whole file also gets its content hash and header facts; a chip (its row already holds
     them) only its pixels, read through a rasterio window. A chip without any valid pixel, or
@@ -88,22 +89,27 @@ class TileReader:
     sparse GeoTIFF), is ``nodata``, not an error.
     """
 
-    def __init__(self, work: Work, size: int, bands, stretch: str):
-        self.work, self.size, self.stretch = work, size, stretch
+    def __init__(self, work: Work, size: int, bands, stretch: str, max_bytes: float | None = MAX_DECODE_BYTES):
+        self.work, self.size, self.stretch, self.max_bytes = work, size, stretch, max_bytes
         self.bands = tuple(bands) if bands else None
 
     def __len__(self) -> int:
         return self.work.total
 
+    @staticmethod
+    def failed(i: int, reason: str) -> dict:
+        """The item ``i`` as unreadable for ``reason`` (what a decode that never came back gives)."""
+        return {"i": i, "pixels": None, "meta": None, "hash": None, "error": reason, "nodata": False}
+
     def __getitem__(self, i: int) -> dict:
         path = Path(os.fsdecode(self.work.paths[int(self.work.item_file[i])]))
         window = self.work.window(i)
-        out = {"i": i, "pixels": None, "meta": None, "hash": None, "error": None, "nodata": False}
+        out = self.failed(i, None)
         try:
             if window is None:
                 out["hash"] = imagery.quick_hash(path)
             out["pixels"], meta = imagery.read_tile(path, size=self.size, bands=self.bands, window=window,
-                                                    stretch=self.stretch)
+                                                    stretch=self.stretch, max_bytes=self.max_bytes)
             if window is None:
                 out["meta"] = meta.to_dict()
             elif not out["pixels"].any():  # all black: outside the valid area of a scene without nodata
@@ -118,8 +124,3 @@ class TileReader:
         if out["error"] is not None or out["nodata"]:
             out["pixels"] = None
         return out
-
-
-def as_list(batch: list) -> list:
-    """DataLoader collate that keeps items as they are (errors have no pixels to stack)."""
-    return batch

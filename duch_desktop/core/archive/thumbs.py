@@ -29,7 +29,10 @@ class Thumbnails:
     def make(self, source: Path, dest: Path, size: int, opts: dict, window=None) -> None:
         """Write the thumbnail of ``source`` (a chip: its ``window``) read with the archive's ``opts``.
         Raises ImageryError or ValueError."""
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:  # thumbs/ is a plain file, the disk is read-only...
+            raise imagery.ImageryError(f"cannot keep thumbnails in {dest.parent}: {e.strerror or e}") from e
         try:
             imagery.make_thumbnail(source, dest, size, bands=opts["bands"], window=window, stretch=opts["stretch"])
         except ValueError:  # the archive's band choice does not fit this particular file

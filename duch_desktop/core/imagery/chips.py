@@ -218,7 +218,8 @@ def window_footprints(transform, crs: str | None, windows: np.ndarray) -> list[l
     for i in range(n):
         box = (float(w[i]), float(s[i]), float(e_[i]), float(n_[i]))
         out.append([[box[0], box[1]], [box[2], box[1]], [box[2], box[3]], [box[0], box[3]], [box[0], box[1]]]
-                   if all(map(math.isfinite, box)) else None)
+                   if all(map(math.isfinite, box)) and -180 <= box[0] <= box[2] <= 180
+                   and -90 <= box[1] <= box[3] <= 90 else None)  # broken georeferencing: no footprint
     return out
 
 
@@ -244,7 +245,7 @@ def scene_preview(thumbs_dir: Path, path: Path, rel_bytes: bytes, version: str, 
     folder = Path(thumbs_dir) / SCENE_PREVIEWS / str(int(size))
     key = hashlib.sha1(bytes(rel_bytes)).hexdigest()[:16]
     dest = folder / f"{key}-{hashlib.sha1(str(version).encode()).hexdigest()[:12]}.jpg"
-    if not dest.is_file():
+    if not (dest.is_file() and imagery.whole_jpeg(dest)):  # a damaged cached preview is made again
         folder.mkdir(parents=True, exist_ok=True)
         try:
             imagery.make_thumbnail(path, dest, size, bands=bands, stretch=stretch)

@@ -6,6 +6,7 @@ nothing is ever written next to the source files.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import math
 import os
@@ -26,6 +27,7 @@ from rasterio.windows import Window
 
 from ..files import atomic_path
 from ..jobs import UserError
+from .budget import MAX_DECODE_BYTES, dataset_bytes, over_budget, pixels_bytes
 
 SUPPORTED_SUFFIXES: frozenset[str] = frozenset({".tif", ".tiff", ".jpg", ".jpeg", ".png", ".jp2"})
 # The app's own index folder (with thumbnail JPEGs) may sit inside the scanned root.
@@ -73,6 +75,7 @@ class TileMeta:
     footprint: list[tuple[float, float]] | None = None
     pixel_size: tuple[float, float] | None = None
     nodata: float | None = None
+    footprint_note: str | None = None  # why a georeferenced raster has no footprint
 
     def to_dict(self) -> dict:
         """JSON-serialisable dict; a NaN/inf nodata is stored as a string (strict JSON has none)."""
@@ -93,7 +96,7 @@ class TileMeta:
         return cls(int(d["width"]), int(d["height"]), int(d["bands"]), str(d["dtype"]),
                    d.get("crs"), tup(d.get("bounds")), [tuple(p) for p in fp] if fp else None,
                    tup(d.get("pixel_size")),
-                   float(d["nodata"]) if d.get("nodata") is not None else None)
+                   float(d["nodata"]) if d.get("nodata") is not None else None, d.get("footprint_note"))
 
 
 @dataclass
@@ -179,6 +182,8 @@ def _os_reason(e: BaseException) -> str:
                          (IsADirectoryError, "not a file")):
         if isinstance(e, kind):
             return reason
+    if getattr(e, "errno", None) == errno.ENAMETOOLONG:
+        return "path too long for the system"
     return (getattr(e, "strerror", None) or str(e) or type(e).__name__).splitlines()[0][:80]
 
 
@@ -220,8 +225,9 @@ def _reason(exc: BaseException, path: Path) -> str:
 def _guard(path: Path):
     """Quiet GDAL, forbid sidecar writes, and turn every failure into ImageryError."""
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            warnings.simplefilter("ignore", RuntimeWarning)  # numpy's, on odd data: the result is checked
             with rasterio.Env(**_GDAL_OPTIONS):
                 yield
     except (ImageryError, _BadArgument):
@@ -275,7 +281,7 @@ def read_meta(path: Path) -> TileMeta:
 
 
 def _meta_from_ds(ds) -> TileMeta:
-    crs, t, footprint = None, ds.transform, None
+    crs, t, footprint, note = None, ds.transform, None, None
     if ds.crs:
         epsg = ds.crs.to_epsg()
         crs = f"EPSG:{epsg}" if epsg else ds.crs.to_wkt()
@@ -283,14 +289,17 @@ def _meta_from_ds(ds) -> TileMeta:
     bounds = tuple(float(v) for v in ds.bounds) if georef else None
     if ds.crs and bounds:
         try:
-            w, s, e, n = transform_bounds(ds.crs, "EPSG:4326", *bounds, densify_pts=21)
-            if all(map(math.isfinite, (w, s, e, n))):
+            with np.errstate(all="ignore"):
+                w, s, e, n = transform_bounds(ds.crs, "EPSG:4326", *bounds, densify_pts=21)
+            if all(map(math.isfinite, (w, s, e, n))) and -180 <= w <= e <= 180 and -90 <= s <= n <= 90:
                 footprint = [(w, s), (e, s), (e, n), (w, n), (w, s)]
+            else:  # a broken transform or CRS: no map position beats one at lon 1e12
+                note = "no footprint: the georeferencing puts the raster outside valid longitudes/latitudes"
         except Exception:  # noqa: BLE001 - an exotic CRS only costs the map footprint
-            pass
+            note = "no footprint: its coordinate system cannot be converted to longitude/latitude"
     return TileMeta(ds.width, ds.height, ds.count, str(ds.dtypes[0]), crs, bounds, footprint,
                     (math.hypot(t.a, t.d), math.hypot(t.b, t.e)) if georef else None,
-                    float(ds.nodata) if ds.nodata is not None else None)
+                    float(ds.nodata) if ds.nodata is not None else None, note)
 
 
 def parse_bands(text: str | None) -> tuple[int, ...] | None:
@@ -338,10 +347,13 @@ def _fit(w: int, h: int, long_side: int, grow: bool = False) -> tuple[int, int]:
     return max(1, round(w * s)), max(1, round(h * s))
 
 
-def _pixels_rasterio(ds, idx, window, max_long):
+def _pixels_rasterio(ds, idx, window, max_long, max_bytes):
     c, r, w, h = _window(window, ds.width, ds.height)
     ow, oh = _fit(w, h, max_long)
     uniq = sorted(set(idx))
+    refused = over_budget(dataset_bytes(ds, ds.name, (c, r, w, h), len(uniq), max_long), max_bytes)
+    if refused:
+        raise ImageryError(refused)
     kw = dict(window=Window(c, r, w, h), out_shape=(len(uniq), oh, ow),
               resampling=Resampling.nearest)
     # Nearest keeps a decimated read of a huge raster streaming block by block; the 2x
@@ -361,7 +373,7 @@ def _pixels_rasterio(ds, idx, window, max_long):
     return data[sel], valid[sel]
 
 
-def _pixels_pillow(path, bands, window, max_long):
+def _pixels_pillow(path, bands, window, max_long, max_bytes):
     """Decode a plain JPEG/PNG exactly as Pillow does, i.e. as photo-trained models saw it.
 
     Returns None to hand the file to GDAL (huge, 16-bit, or not really a JPEG/PNG).
@@ -374,6 +386,10 @@ def _pixels_pillow(path, bands, window, max_long):
         if img.mode not in ("RGB", "L", "RGBA", "LA", "P", "CMYK", "YCbCr"):
             return None
         c, r, w, h = _window(window, W, H)
+        refused = over_budget(pixels_bytes(W if img.format == "PNG" else w, H if img.format == "PNG" else h,
+                                           len(img.getbands()), 1), max_bytes)
+        if refused:  # a PNG is inflated whole, whatever the window
+            raise ImageryError(refused)
         if img.format == "JPEG" and max(w, h) > max_long:
             s = max_long / max(w, h)
             img.draft(img.mode, (math.ceil(W * s), math.ceil(H * s)))  # DCT-domain downscale
@@ -396,7 +412,9 @@ def _pixels_pillow(path, bands, window, max_long):
 
 
 def _stretch(data: np.ndarray, valid: np.ndarray, mode: str) -> np.ndarray:
-    """(3, h, w) of any dtype -> (h, w, 3) uint8, invalid pixels 0."""
+    """(3, h, w) of any dtype -> (h, w, 3) uint8, invalid pixels 0; complex data shows its magnitude."""
+    if np.iscomplexobj(data):
+        data = np.abs(data)
     out = np.zeros(data.shape, np.uint8)
     for k in range(data.shape[0]):
         v = valid[k]
@@ -414,15 +432,16 @@ def _stretch(data: np.ndarray, valid: np.ndarray, mode: str) -> np.ndarray:
     return out.transpose(1, 2, 0)
 
 
-def _load(path: Path, bands, window, max_long: int, stretch: str) -> tuple[np.ndarray, TileMeta]:
+def _load(path: Path, bands, window, max_long: int, stretch: str,
+          max_bytes: float | None = MAX_DECODE_BYTES) -> tuple[np.ndarray, TileMeta]:
     if stretch not in _STRETCHES:
         raise ValueError(f'unknown stretch "{stretch}": use one of {", ".join(_STRETCHES)}')
     with _guard(path):
         got = None
         if Path(path).suffix.lower() in _PHOTO_SUFFIXES:
             try:
-                got = _pixels_pillow(path, bands, window, max_long)
-            except (_BadArgument, FileNotFoundError, PermissionError):
+                got = _pixels_pillow(path, bands, window, max_long, max_bytes)
+            except (_BadArgument, ImageryError, FileNotFoundError, PermissionError):
                 raise
             except Exception as e:  # noqa: BLE001
                 # GDAL silently decodes some truncated PNGs, so trust Pillow about damage, but
@@ -434,7 +453,7 @@ def _load(path: Path, bands, window, max_long: int, stretch: str) -> tuple[np.nd
         else:
             with _open(path) as ds:
                 meta = _meta_from_ds(ds)
-                got = _pixels_rasterio(ds, _band_indices(bands, ds.count), window, max_long)
+                got = _pixels_rasterio(ds, _band_indices(bands, ds.count), window, max_long, max_bytes)
         data, valid = got
         if not valid.any():
             raise ImageryError("all pixels are nodata")
@@ -443,7 +462,7 @@ def _load(path: Path, bands, window, max_long: int, stretch: str) -> tuple[np.nd
 
 def read_tile(path: Path, size: int = 224, bands: Sequence[int] | None = None,
               window: tuple[int, int, int, int] | None = None,
-              stretch: str = "auto") -> tuple[np.ndarray, TileMeta]:
+              stretch: str = "auto", max_bytes: float | None = MAX_DECODE_BYTES) -> tuple[np.ndarray, TileMeta]:
     """Return ``(uint8 array (size, size, 3), meta)`` for the whole raster or a pixel window.
 
     The raster is read decimated (long side at most ``2 * size``) and squashed to a square
@@ -452,9 +471,10 @@ def read_tile(path: Path, size: int = 224, bands: Sequence[int] | None = None,
     per-band 2-98 % stretch to other dtypes, 'percentile' always stretches, 'none' clips to
     0..255. Nodata, masked and non-finite pixels are ignored by the stretch and shown as 0.
     Plain JPEG/PNG are decoded by Pillow (bit-identical to Pillow-based training pipelines).
+    A read that would decode more than ``max_bytes`` (see :mod:`budget`) is refused before decoding.
     Raises ImageryError for an unreadable file, ValueError for impossible arguments.
     """
-    rgb, meta = _load(path, bands, window, 2 * size, stretch)
+    rgb, meta = _load(path, bands, window, 2 * size, stretch, max_bytes)
     img = Image.fromarray(rgb, "RGB")
     if img.size != (size, size):
         img = img.resize((size, size), Image.LANCZOS)
@@ -475,6 +495,17 @@ def make_thumbnail(path: Path, dest: Path, size: int = 256, bands=None, window=N
             img.save(f, "JPEG", quality=88)
     except OSError as e:
         raise ImageryError(f"cannot write thumbnail: {_os_reason(e)}") from e
+
+
+def whole_jpeg(path: Path) -> bool:
+    """Whether a cached thumbnail is a whole JPEG (start and end markers), else it is made again."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(3)
+            f.seek(-2, os.SEEK_END)
+            return head == b"\xff\xd8\xff" and f.read(2) == b"\xff\xd9"
+    except OSError:  # also a file shorter than 2 bytes
+        return False
 
 
 def quick_hash(path: Path) -> str:
