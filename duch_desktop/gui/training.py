@@ -259,7 +259,7 @@ class TrainingMixin:
         from duch_desktop.core.model.defaults import data_dir
 
         folder = str(self.folder or "")
-        name = f"{self.folder.name}-64" if self.folder is not None else "my-model"
+        name = f"{self.folder.name}-model" if self.folder is not None else "my-model"
         given = {k: self.archive_options[k] for k in ("image_encoder", "text_encoder") if k in self.archive_options}
         encoders = (lambda: (given["image_encoder"], given["text_encoder"])) if len(given) == 2 else None
         dialog = TrainDialog(folder, str(data_dir() / "models" / name), can_use=self.archive is not None,
