@@ -27,7 +27,8 @@ sys.path.insert(0, str(ROOT))
 
 from duch_desktop.core.training.augment import PAPER_VIEWS  # noqa: E402
 from duch_desktop.core.model.encoders import PAPER_POOLING, load_image_encoder, load_text_encoder  # noqa: E402
-from duch_desktop.core.research.evaluate import score_model, ucm_features  # noqa: E402
+from duch_desktop.core.research.captioned import collection_features  # noqa: E402
+from duch_desktop.core.research.evaluate import score_model  # noqa: E402
 from duch_desktop.core.research.external import generalisation_set, score_generalisation  # noqa: E402
 from duch_desktop.core.training.features import extract_text_features  # noqa: E402
 from duch_desktop.core.jobs import drive  # noqa: E402
@@ -135,7 +136,7 @@ def main() -> int:
     args = ap.parse_args()
 
     ienc, tenc = load_image_encoder(), load_text_encoder(pooling=PAPER_POOLING)
-    f = drive(ucm_features(args.ucm, ienc, tenc, seed=args.seed, views=ALL))
+    f = drive(collection_features([args.ucm], ienc, tenc, seed=args.seed, views=ALL))
     gs = drive(generalisation_set(ienc, tenc, args.external, args.queries))
     gs_b = drive(generalisation_set(ienc, tenc, args.external, args.check_queries))
     by_pooling = {tenc.pooling: (f, gs, gs_b, tenc)}

@@ -28,26 +28,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``train`` and ``evaluate`` sub-commands."""
     t = subparsers.add_parser(
         "train", help="train a DUCH model (hash heads) on captioned tiles",
-        description="Train DUCH hash heads on a UCM folder (captions.json + images/) or on a folder of "
-                    "tiles with a captions file (CSV 'file,caption' or JSON), and save a model bundle.")
-    t.add_argument("source", type=Path, help="UCM folder, or a folder of tiles")
+        description="Train DUCH hash heads on captioned collections (captions.json + images/, e.g. UCM, RSICD) "
+                    "or on a folder of tiles with a captions file (CSV 'file,caption' or JSON), and save a model bundle.")
+    t.add_argument("source", type=Path, nargs="?", help="a folder of tiles (or one captioned collection, as --data)")
+    t.add_argument("--data", type=Path, action="append", metavar="FOLDER",
+                   help="a captioned collection (captions.json + images/); repeat to train on several. The first "
+                        "is split by the benchmark protocol and scored (unless --all-images); the others are used whole")
     t.add_argument("--captions", type=Path, help="captions file for a folder of tiles "
                    "(default: captions.csv or captions.json inside the folder)")
     t.add_argument("--bits", type=int, default=64, help="code length, a multiple of 8 (default 64)")
     t.add_argument("--epochs", type=int, default=100, help="training epochs (default 100)")
     t.add_argument("--out", type=Path, required=True, help="bundle folder to write, e.g. resources/models/ucm64")
     t.add_argument("--all-images", action="store_true",
-                   help="UCM: train on all 2100 tiles instead of the protocol's 1050 (no evaluation figures then)")
+                   help="collections: train on all their tiles instead of the first one's protocol half "
+                        "(no evaluation figures then)")
     t.add_argument("--fp16", action=argparse.BooleanOptionalAction, default=True,
                    help="store the weights as float16 (half the size; default on)")
     _common(t)
     t.set_defaults(func=cmd_train)
 
     e = subparsers.add_parser(
-        "evaluate", help="run the UCM benchmark (mAP@20 at several code lengths, ablation, timings)",
-        description="Train and score DUCH on UCM-captions with the paper's protocol; writes results.md, "
-                    "results.json and precision_at_k.png.")
-    e.add_argument("--data", type=Path, default=DEFAULT_UCM, help=f"UCM folder (default {DEFAULT_UCM})")
+        "evaluate", help="run the UCM or RSICD benchmark (mAP@20 at several code lengths, ablation, timings)",
+        description="Train and score DUCH on a captioned collection with the paper's protocol; writes its "
+                    "section of results.md, results[_NAME].json and precision_at_k[_NAME].png. A collection "
+                    "with a 'val' split (RSICD) also gets instance recall and per-type precision on it.")
+    e.add_argument("--data", type=Path, action="append", metavar="FOLDER",
+                   help=f"captioned collection to benchmark (default {DEFAULT_UCM}); repeat it to add others "
+                        "as extra training tiles (all of them), e.g. --data ../shared/data/ucm --data ../shared/data/rsicd")
     e.add_argument("--bits", type=int, nargs="+", default=[16, 32, 64, 128], help="code lengths (default 16 32 64 128)")
     e.add_argument("--epochs", type=int, default=100, help="training epochs per run (default 100)")
     e.add_argument("--no-ablation", action="store_true", help="skip the six loss-ablation runs at 64 bits")
@@ -56,8 +63,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--external", type=Path, metavar="FOLDER",
                    help="instead of the UCM benchmark, score a trained model on a folder of <class>/<tile> images "
                         "it never saw, with free-form queries (e.g. ../shared/data/external)")
-    e.add_argument("--queries", type=Path, default=DEFAULT_QUERIES,
-                   help=f"with --external: JSON {{class: [query, ...]}} (default {DEFAULT_QUERIES})")
+    e.add_argument("--queries", type=Path,
+                   help=f"JSON {{class: [query, ...]}}; with --external (default {DEFAULT_QUERIES}), or free-form "
+                        "queries per scene type of a collection with a 'val' split (default "
+                        "tests/data/<folder name>_queries.json when it exists)")
     e.add_argument("--model", type=Path, help="with --external: model bundle to score (default: the shipped model)")
     _common(e)
     e.set_defaults(func=cmd_evaluate)
@@ -75,6 +84,43 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runtime", choices=runtime.RUNTIMES, help=runtime.HELP)
     p.add_argument("--seed", type=int, default=42, help="seed of split, caption choice, augmentation, training")
     p.add_argument("--workers", type=int, default=1, help="tile-decoding processes (0 = decode in the main one)")
+    r = p.add_argument_group("recipe (default: the paper's options, see docs/results.md)")
+    r.add_argument("--temperature", type=float, help="NT-Xent temperature (default 1.0)")
+    r.add_argument("--lr", type=float, help="Adam learning rate of the heads (default 1e-4)")
+    r.add_argument("--hidden", type=int, help="hidden width of both heads (default 4096)")
+    r.add_argument("--image-noise", type=float, help="Gaussian noise on image features, in units of their "
+                   "per-dimension std (default 0)")
+    r.add_argument("--views", help="image views to extract for collections of up to 3000 tiles, comma-separated, "
+                   "'orig' first (default: orig,rot,blur,crop,zoomout,colour,zoomfar,recolour); larger ones use 'orig' only")
+    r.add_argument("--select-by", choices=("nt-xent", "pair-mrr"), help="label-free held-out score that picks the "
+                   "epoch: image-text NT-Xent (default) or the own-pair Hamming MRR")
+    r.add_argument("--intra-image", type=float, help="weight of the image-image NT-Xent term (default 1; 0 skips "
+                   "the second image pass)")
+
+
+RECIPE = {"temperature": "temperature", "lr": "lr", "hidden": "hidden", "image_noise": "image_noise",
+          "intra_image": "w_intra_image"}
+
+
+def _views(args) -> list[str]:
+    from .core.training.augment import DEFAULT_VIEWS, IMAGE_VIEWS
+
+    views = [v.strip() for v in (getattr(args, "views", None) or ",".join(DEFAULT_VIEWS)).split(",") if v.strip()]
+    if not views or views[0] != "orig" or not set(views) <= set(IMAGE_VIEWS):
+        raise UserError(f"--views must start with 'orig' and name views of: {', '.join(IMAGE_VIEWS)}")
+    return views
+
+
+def _config(args, **fixed):
+    """TrainConfig from the recipe options given (the others keep their defaults) and ``fixed``."""
+    from .core.training.trainer import TrainConfig
+
+    chosen = {field: getattr(args, opt) for opt, field in RECIPE.items() if getattr(args, opt, None) is not None}
+    if getattr(args, "select_by", None):
+        chosen["select"] = args.select_by.replace("-", "_")
+    if chosen.get("hidden", 1) < 1 or chosen.get("temperature", 1) <= 0 or chosen.get("lr", 1) <= 0:
+        raise UserError("--hidden, --temperature and --lr must be positive")
+    return TrainConfig(device=args.device, **chosen, **fixed)
 
 
 def _encoders(args, model=None):
@@ -104,27 +150,29 @@ def _check_bits(bits: list[int]) -> None:
 def cmd_evaluate(args) -> int:
     if args.external is not None:
         return _evaluate_external(args)
-    from .core.research.evaluate import results_table, run_ucm_evaluation
-    from .core.training.trainer import TrainConfig
-
-    from .core.training.datasets import is_ucm_folder
+    from .core.research.benchmark import results_table, run_ucm_evaluation
+    from .core.training.datasets import is_collection
 
     _check_bits(args.bits)
     if args.epochs < 1:
         raise UserError("--epochs must be at least 1")
-    if not is_ucm_folder(args.data):  # fail now, not after loading the encoders
-        raise UserError(f"{args.data} is not a UCM folder (captions.json and images/ expected)")
+    roots = args.data or [DEFAULT_UCM]
+    for r in roots:  # fail now, not after loading the encoders
+        if not is_collection(r):
+            raise UserError(f"{r} is not a captioned collection (captions.json and images/ expected)")
+    queries = args.queries or Path("tests/data") / f"{Path(roots[0]).resolve().name}_queries.json"
     ienc, tenc = _encoders(args)
     command = "duch " + shlex.join(sys.argv[1:]) if "evaluate" in sys.argv[1:] else ""
-    job = run_ucm_evaluation(args.data, ienc, tenc, bits=args.bits, epochs=args.epochs, ablation=not args.no_ablation,
+    job = run_ucm_evaluation(roots[0], ienc, tenc, bits=args.bits, epochs=args.epochs, ablation=not args.no_ablation,
                              cache_dir=args.cache_dir, seed=args.seed, out_dir=args.out, command=command,
-                             config=TrainConfig(device=args.device), num_workers=args.workers)
+                             config=_config(args), num_workers=args.workers, extra=roots[1:], views=_views(args),
+                             type_queries=queries if queries.is_file() else None)
     report = run_job(job)
     if args.json:
         print(report.to_json())
     else:
         print(results_table(report))
-        print(f"\nwrote {args.out / 'results.md'}, results.json, precision_at_k.png")
+        print(f"\nwrote the {report.setup['name']} section of {args.out / 'results.md'} and its json/png files")
     return 0
 
 
@@ -135,6 +183,7 @@ def _evaluate_external(args) -> int:
     from .core.research.report import with_section
     from .core.model.bundle import DuchModel
 
+    args.queries = args.queries or DEFAULT_QUERIES
     load_queries(args.queries, load_labelled_folder(args.external).class_names)  # fail before loading encoders
     model = DuchModel.load(args.model or default_model_dir())
     ienc, tenc = _encoders(args, model)
@@ -174,25 +223,44 @@ def _folder_tiles(folder: Path, captions_file: Path | None) -> tuple[list[Path],
     return match_captions(folder, caps, [e.path for e in scan(folder)])
 
 
+def _collections(args) -> list[Path]:
+    """The captioned collections to train on (--data, or a positional collection folder); [] for a tile folder."""
+    from .core.training.datasets import is_collection
+
+    data = getattr(args, "data", None)
+    if data:
+        bad = [r for r in data if not is_collection(r)]
+        if bad:
+            raise UserError(f"{bad[0]} is not a captioned collection (captions.json and images/ expected)")
+        if args.source is not None:
+            raise UserError("give either a folder of tiles or --data collections, not both")
+        return list(data)
+    if args.source is None:
+        raise UserError("nothing to train on: give a folder of tiles or --data FOLDER")
+    return [args.source] if is_collection(args.source) else []
+
+
 def train_job(args, image_encoder, text_encoder) -> Job[dict]:
     """Features -> training -> bundle (+ captions.json); returns a summary dict."""
+    from .core.research.captioned import collection_features
+    from .core.research.evaluate import score_model
     from .core.training.augment import training_texts
-    from .core.training.datasets import is_ucm_folder
-    from .core.research.evaluate import score_model, ucm_features
     from .core.training.features import extract_image_features, extract_text_features
-    from .core.training.trainer import TrainConfig, TrainingData, train
+    from .core.training.trainer import TrainingData, train
 
-    cfg = TrainConfig(bits=args.bits, epochs=args.epochs, seed=args.seed, device=args.device)
-    feats = None
-    if is_ucm_folder(args.source):
-        feats = yield from ucm_features(args.source, image_encoder, text_encoder, args.cache_dir, args.seed,
-                                        num_workers=args.workers, all_views=args.all_images)
+    cfg = _config(args, bits=args.bits, epochs=args.epochs, seed=args.seed)
+    feats, roots = None, _collections(args)
+    if roots:
+        feats = yield from collection_features(roots, image_encoder, text_encoder, args.cache_dir, args.seed,
+                                               _views(args), num_workers=args.workers, all_tiles=args.all_images)
         idx = np.arange(len(feats.data)) if args.all_images else feats.train_idx
         data, captions = feats.training_data(idx), feats.captions_of(idx)
-        source = f"UCM {'all tiles' if args.all_images else 'protocol training split'} ({len(idx)} tiles)"
+        names = " + ".join(Path(r).resolve().name for r in roots)
+        source = (f"{names}: {'all tiles' if args.all_images else 'protocol training split of the first + the others'}"
+                  f" ({len(idx)} tiles)")
     else:
         if args.all_images:
-            raise UserError("--all-images only applies to a UCM folder")
+            raise UserError("--all-images only applies to captioned collections")
         paths, caps = _folder_tiles(args.source, args.captions)
         views = yield from extract_image_features(paths, image_encoder, cache_dir=args.cache_dir, seed=args.seed,
                                                   num_workers=args.workers)
@@ -209,10 +277,10 @@ def train_job(args, image_encoder, text_encoder) -> Job[dict]:
     if feats is not None and not args.all_images:
         s = score_model(model, feats)
         metrics = {k: round(v, 4) for k, v in s.items()}
-        model.meta["evaluation"] = {"protocol": f"UCM, seed {args.seed}, {len(feats.query_idx)} queries / "
-                                                f"{len(feats.retrieval_idx)} retrieval tiles, mAP@20",
-                                    **metrics}
-        summary["mAP@20"] = metrics
+        model.meta["evaluation"] = {"protocol": f"{Path(roots[0]).resolve().name}, seed {args.seed}, "
+                                                f"{len(feats.query_idx)} queries / {len(feats.retrieval_idx)} "
+                                                "retrieval tiles, mAP@20", **metrics}
+        summary["mAP@20"], summary["benchmark"] = metrics, Path(roots[0]).resolve().name.upper()
     yield Progress("save", 0, 1)
     model.save(args.out, fp16=args.fp16)
     _write_json(Path(args.out) / "captions.json", captions)
@@ -227,14 +295,15 @@ def cmd_train(args) -> int:
     _check_bits([args.bits])
     if args.epochs < 1:
         raise UserError("--epochs must be at least 1")
-    if not Path(args.source).is_dir():
-        raise UserError(f"folder not found: {args.source}")
+    for folder in ([args.source] if args.source is not None else []) + list(getattr(args, "data", None) or []):
+        if not Path(folder).is_dir():
+            raise UserError(f"folder not found: {folder}")
     ienc, tenc = _encoders(args)
     summary = run_job(train_job(args, ienc, tenc))
     print(f"saved {summary['bundle']} ({summary['bits']} bits, trained on {summary['source']}; "
-          f"best epoch {summary['best_epoch']}, held-out NT-Xent {-summary['best_val']:.3f})")
+          f"best epoch {summary['best_epoch']}, held-out score {summary['best_val']:.3f})")
     m = summary.get("mAP@20")
     if m:
-        print(f"UCM mAP@20 (standard / paper-variant): I->T {m['i2t_standard']:.3f} / {m['i2t_paper']:.3f}, "
+        print(f"{summary['benchmark']} mAP@20 (standard / paper-variant): I->T {m['i2t_standard']:.3f} / {m['i2t_paper']:.3f}, "
               f"T->I {m['t2i_standard']:.3f} / {m['t2i_paper']:.3f}")
     return 0

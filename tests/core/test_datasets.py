@@ -30,7 +30,7 @@ def test_load_ucm_real():
 
 
 def test_load_ucm_rejects_other_folders(tmp_path):
-    with pytest.raises(UserError, match="not a UCM folder"):
+    with pytest.raises(UserError, match="not a captioned collection"):
         load_ucm(tmp_path)
 
 
@@ -73,3 +73,85 @@ def test_match_captions(tmp_path):
     assert got == ([files[0], files[2], files[1]], [["x"], ["z"], ["y"]])
     with pytest.raises(UserError, match="names a tile"):
         match_captions(tmp_path, {"gone.tif": ["w"]}, files)
+
+
+RSICD = UCM.parent / "rsicd"
+
+
+def _jpeg(path: Path, value: int) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (8, 8), (value, value, value)).save(path)
+
+
+def _ucm_fixture(root: Path) -> None:
+    """UCM's layout in miniature: numbered entries "N.tif", tiles at images/<class>/<class>NN.jpg."""
+    images = []
+    for n, cls in ((1, "farm"), (2, "farm"), (101, "port")):
+        _jpeg(root / "images" / cls / f"{cls}{(n - 1) % 100:02d}.jpg", n)
+        images.append({"filename": f"{n}.tif", "imgid": n - 1, "classname": cls, "split": "train",
+                       "sentences": [{"raw": f"tile {n} ."}, {"raw": f"scene {n}"}]})
+    images.reverse()  # file order is not tile order
+    (root / "captions.json").write_text(json.dumps({"dataset": "UCM", "classes": {"0": "farm", "1": "port"},
+                                                     "images": images}))
+
+
+def _rsicd_fixture(root: Path) -> None:
+    """RSICD's layout in miniature: filename = path under images/, class list, train/val split."""
+    images = []
+    for i, (cls, split) in enumerate((("bridge", "train"), ("pond", "val"), ("bridge", "val"))):
+        name = f"{cls}/{cls}_{i + 1}.jpg"
+        _jpeg(root / "images" / name, 10 * i)
+        images.append({"filename": name, "classname": cls, "split": split, "imgid": i,
+                       "sentences": [{"raw": f"a {cls} number {i} ."}]})
+    (root / "captions.json").write_text(json.dumps({"dataset": "RSICD", "classes": ["bridge", "pond"],
+                                                     "images": images[::-1]}))
+
+
+def test_load_collection_ucm_numbering(tmp_path):
+    from duch_desktop.core.training.datasets import load_collection
+
+    _ucm_fixture(tmp_path)
+    d = load_collection(tmp_path)
+    assert [p.relative_to(tmp_path).as_posix() for p in d.paths] == \
+        ["images/farm/farm00.jpg", "images/farm/farm01.jpg", "images/port/port00.jpg"]
+    assert d.labels.tolist() == [0, 0, 1] and d.class_names == ["farm", "port"]
+    assert d.captions[0] == ["tile 1.", "scene 1"]
+
+
+def test_load_collection_rsicd_paths_and_splits(tmp_path):
+    from duch_desktop.core.training.datasets import load_collection, merge_collections
+
+    _rsicd_fixture(tmp_path / "r")
+    _ucm_fixture(tmp_path / "u")
+    d = load_collection(tmp_path / "r")
+    assert [p.name for p in d.paths] == ["bridge_1.jpg", "pond_2.jpg", "bridge_3.jpg"]
+    assert d.labels.tolist() == [0, 1, 0] and d.splits.tolist() == ["train", "val", "val"]
+    assert d.subset([2]).splits.tolist() == ["val"]
+    m = merge_collections([load_collection(tmp_path / "u"), d])
+    assert m.class_names == ["farm", "port", "bridge", "pond"] and m.labels.tolist() == [0, 0, 1, 2, 3, 2]
+    assert m.splits.tolist() == ["train"] * 3 + ["train", "val", "val"]
+
+
+def test_load_collection_missing_tile(tmp_path):
+    from duch_desktop.core.training.datasets import load_collection
+
+    _rsicd_fixture(tmp_path)
+    (tmp_path / "images" / "pond" / "pond_2.jpg").unlink()
+    with pytest.raises(UserError, match="missing: .*pond_2.jpg"):
+        load_collection(tmp_path)
+    (tmp_path / "captions.json").write_text('{"images": [{"file": 1}]}')
+    with pytest.raises(UserError, match="not a Karpathy-style captions file"):
+        load_collection(tmp_path)
+
+
+@pytest.mark.skipif(not (RSICD / "captions.json").is_file(), reason="RSICD data not present")
+def test_load_rsicd_real():
+    from duch_desktop.core.training.datasets import load_collection
+
+    d = load_collection(RSICD)
+    assert len(d) == 8672 and len(d.class_names) == 30
+    assert (d.splits == "val").sum() == 987 and all(len(c) == 5 for c in d.captions)
+    assert d.paths[0].relative_to(RSICD).as_posix() == "images/airport/airport_1.jpg"
+    assert d.class_names[d.labels[0]] == "airport"

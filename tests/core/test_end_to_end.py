@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from duch_desktop import cli_research
-from duch_desktop.core.research.evaluate import run_ucm_evaluation
+from duch_desktop.core.research.benchmark import run_ucm_evaluation
 from duch_desktop.core.model.bundle import DuchModel
 from duch_desktop.core.jobs import UserError, drive
 from duch_desktop.core.training.trainer import TrainConfig

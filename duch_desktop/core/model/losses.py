@@ -64,16 +64,22 @@ def adversarial_loss(critic: nn.Module, img_codes: torch.Tensor, txt_codes: torc
     return critic(img_codes).mean() - critic(txt_codes).mean()
 
 
-def duch_losses(critic: nn.Module, i1: torch.Tensor, i2: torch.Tensor, t1: torch.Tensor, t2: torch.Tensor,
-                temperature: float = 1.0) -> dict[str, torch.Tensor]:
+def duch_losses(critic: nn.Module, i1: torch.Tensor, i2: torch.Tensor | None, t1: torch.Tensor,
+                t2: torch.Tensor | None, temperature: float = 1.0, adversarial: bool = True) -> dict[str, torch.Tensor]:
     """The heads' loss terms of one batch: two image views ``i1``, ``i2`` and two texts ``t1``, ``t2``
-    (real-valued codes, row i = the same tile). The trainer weighs them with its config."""
-    target = torch.sign((i1 + i2 + t1 + t2).detach() / 4)  # one binary code per image for all its views
+    (real-valued codes, row i = the same tile). The trainer weighs them with its config.
+
+    A second view left out (None) or ``adversarial`` False gives a zero term: a trainer that weighs
+    a term 0 need not pay for its head pass (what a step costs on a CPU) or the critic."""
+    codes = [h for h in (i1, i2, t1, t2) if h is not None]
+    target = torch.sign(sum(h.detach() for h in codes) / len(codes))  # one binary code per image for all its views
+    zero = i1.new_zeros(())
+    both = lambda a, b: torch.cat([a, b]) if b is not None else a  # noqa: E731
     return {
         "inter": nt_xent(i1, t1, temperature),
-        "intra_image": nt_xent(i1, i2, temperature),
-        "intra_text": nt_xent(t1, t2, temperature),
-        "adversarial": adversarial_loss(critic, torch.cat([i1, i2]), torch.cat([t1, t2])),
-        "quantization": sum(quantization_loss(h, target) for h in (i1, i2, t1, t2)) / 4,
-        "balance": sum(bit_balance_loss(h) for h in (i1, i2, t1, t2)) / 4,
+        "intra_image": nt_xent(i1, i2, temperature) if i2 is not None else zero,
+        "intra_text": nt_xent(t1, t2, temperature) if t2 is not None else zero,
+        "adversarial": adversarial_loss(critic, both(i1, i2), both(t1, t2)) if adversarial else zero,
+        "quantization": sum(quantization_loss(h, target) for h in codes) / len(codes),
+        "balance": sum(bit_balance_loss(h) for h in codes) / len(codes),
     }

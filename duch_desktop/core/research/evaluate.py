@@ -1,4 +1,5 @@
-"""Retrieval metrics and the UCM benchmark protocol (see shared/docs/duch-method.md).
+"""Retrieval metrics and the benchmark protocol's pieces (see shared/docs/duch-method.md); the
+benchmark runs and their report files are in :mod:`benchmark`.
 
 Metrics take codes (packed uint8 -> Hamming distance; float -> cosine distance, for the
 heads' real-valued outputs or raw features), rank the database with a *stable* sort (ties
@@ -6,33 +7,17 @@ keep database order) and score relevance as "same class label".
 """
 from __future__ import annotations
 
-import json
-import os
-import platform
 import time
-from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
 
-from ..training.augment import DEFAULT_VIEWS, training_texts
-from ..training.datasets import CaptionedImages, load_ucm
-from ..training.features import extract_image_features, extract_text_features
 from ..archive.hamming import hamming
 from ..model.bundle import DuchModel, pack_codes
-from ..jobs import Job, Progress
-from ..training.trainer import TrainConfig, TrainingData, train
-from .report import kept_section  # the generalisation block of results.md is written by another command
-
-PAPER_UCM = {"i2t": {16: 0.760, 32: 0.794, 64: 0.844, 128: 0.870},
-             "t2i": {16: 0.799, 32: 0.851, 64: 0.916, 128: 0.927}}
-ABLATIONS = (("no inter-modal NT-Xent (w_inter=0)", {"w_inter": 0.0}),
-             ("no intra-image NT-Xent (w_intra_image=0)", {"w_intra_image": 0.0}),
-             ("no intra-text NT-Xent (w_intra_text=0)", {"w_intra_text": 0.0}),
-             ("no adversarial (alpha=0)", {"alpha": 0.0}),
-             ("no quantization (beta=0)", {"beta": 0.0}),
-             ("no bit balance (gamma=0)", {"gamma": 0.0}))
+from ..jobs import Job
+from ..training.datasets import CaptionedImages
+from ..training.trainer import TrainingData
 
 
 # --------------------------------------------------------------------------- distances + metrics
@@ -124,6 +109,7 @@ class BenchmarkFeatures:
     query_idx: np.ndarray
     retrieval_idx: np.ndarray
     timings: dict[str, float] = field(default_factory=dict)
+    n_benchmark: int | None = None  # tiles of the benchmark collection (the first); None: all
 
     def training_data(self, idx: np.ndarray | None = None) -> TrainingData:
         full = TrainingData(self.views, self.text_feats, self.text_owner)
@@ -134,37 +120,7 @@ class BenchmarkFeatures:
         return list(dict.fromkeys(c for i in idx for c in self.data.captions[i]))
 
 
-def ucm_features(root: Path, image_encoder, text_encoder, cache_dir=None, seed: int = 42,
-                 views: Sequence[str] = DEFAULT_VIEWS, num_workers: int = 1,
-                 all_views: bool = False) -> Job[BenchmarkFeatures]:
-    """Load UCM, split it, pick the evaluation captions and extract (cached) features of everything.
-
-    Augmented views are extracted for the training split only (scoring never uses them; their
-    rows stay NaN elsewhere), unless ``all_views`` (training on all tiles)."""
-    data = load_ucm(root)
-    train_idx, query_idx, retrieval_idx = ucm_protocol_split(len(data), seed)
-    chosen = pick_one_caption(data.captions, np.random.default_rng(seed))
-    texts, owner = training_texts(data.captions, np.random.default_rng([seed, 1]))
-    row = {(int(o), t): j for j, (o, t) in enumerate(zip(owner, texts))}
-    eval_text = np.array([row[(i, data.captions[i][c])] for i, c in enumerate(chosen)])
-    timings: dict[str, float] = {}
-    views = list(views)
-    aug_idx = np.arange(len(data)) if all_views else train_idx
-    todo = [(list(range(len(data))), views[:1])] + ([(aug_idx.tolist(), views[1:])] if len(views) > 1 else [])
-    img = None
-    for idx, vs in todo:
-        part = yield from _timed(extract_image_features([data.paths[i] for i in idx], image_encoder, vs, cache_dir,
-                                                        seed, num_workers=num_workers), timings,
-                                 f"image features ({{}} views: {', '.join(vs)})")
-        if img is None:
-            img = np.full((len(views), len(data), part.shape[2]), np.nan, np.float32)
-        img[views.index(vs[0]):views.index(vs[0]) + len(vs), idx] = part
-    txt = yield from _timed(extract_text_features(texts, text_encoder, cache_dir), timings,
-                            "text features ({} distinct texts)")
-    return BenchmarkFeatures(data, img, texts, txt, owner, eval_text, train_idx, query_idx, retrieval_idx, timings)
-
-
-def _timed(job: Job, timings: dict[str, float], label: str) -> Job:
+def timed(job: Job, timings: dict[str, float], label: str) -> Job:
     """Run a feature job, recording its time under ``label`` + how many items the cache held."""
     t, counts = time.perf_counter(), {}
     while True:
@@ -217,197 +173,3 @@ def random_code_scores(f: BenchmarkFeatures, bits: int, seed: int = 0, k: int = 
     return out
 
 
-# --------------------------------------------------------------------------- the full benchmark
-
-@dataclass
-class EvalReport:
-    results: list[dict[str, Any]]        # one per bit length
-    ablation: list[dict[str, Any]]
-    random: dict[int, dict[str, float]]
-    raw_image_features: dict[str, float]  # I->I with the frozen encoder's features
-    timings: dict[str, float]
-    setup: dict[str, Any]
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, default=str)
-
-
-def _tagged(job: Job, stage: str) -> Job:
-    """Re-yield ``job``'s events under another stage name; return its result."""
-    try:
-        while True:
-            try:
-                ev = next(job)
-            except StopIteration as stop:
-                return stop.value
-            yield replace(ev, stage=stage)
-    finally:
-        job.close()
-
-
-def machine_description() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import torch
-    dev = f"GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "no GPU"
-    return (f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__} with {torch.get_num_threads()} "
-            f"threads, {dev}, {platform.system()} {platform.release()}, Python {platform.python_version()}")
-
-
-def run_ucm_evaluation(root: Path, image_encoder, text_encoder, bits: Sequence[int] = (16, 32, 64, 128),
-                       epochs: int = 100, ablation: bool = True, ablation_bits: int = 64, cache_dir=None,
-                       seed: int = 42, out_dir: Path | None = None, command: str = "",
-                       config: TrainConfig | None = None, num_workers: int = 1) -> Job[EvalReport]:
-    """The UCM benchmark: features, one training per bit length (+ ablations), all metrics.
-
-    Training sees the train split only (it holds out its own validation tiles and selects the
-    epoch label-free); labels and the query/retrieval split are used only for scoring.
-    Writes results.md / results.json / precision_at_k.png into ``out_dir`` when given.
-    """
-    base = config or TrainConfig()
-    f = yield from ucm_features(Path(root), image_encoder, text_encoder, cache_dir, seed, num_workers=num_workers)
-    timings = dict(f.timings)
-    data = f.training_data()
-    ids = (image_encoder.identity, text_encoder.identity)
-
-    def fit(cfg: TrainConfig, label: str):
-        t = time.perf_counter()
-        res = yield from _tagged(train(data, cfg, *ids), label)
-        timings[label] = time.perf_counter() - t
-        t = time.perf_counter()
-        scores = score_model(res.model, f, curves=True)
-        timings["evaluate " + label.removeprefix("train ")] = time.perf_counter() - t
-        scores.update(best_epoch=res.best_epoch, best_val=res.best_val,
-                      val_curve=[round(h["val"], 4) for h in res.history])
-        return res, scores
-
-    results, full_by_bits = [], {}
-    for b in bits:
-        cfg = replace(base, bits=b, epochs=epochs, seed=seed)
-        _, s = yield from fit(cfg, f"train {b} bits")
-        s["bits"] = b
-        results.append(s)
-        full_by_bits[b] = s
-    ablation_rows = []
-    if ablation:
-        for label, change in ABLATIONS:
-            cfg = replace(base, bits=ablation_bits, epochs=epochs, seed=seed, **change)
-            _, s = yield from fit(cfg, f"train {ablation_bits} bits, {label}")
-            ablation_rows.append({"run": label, **{k: v for k, v in s.items() if not k.endswith("p_at_k")}})
-    rnd = {b: random_code_scores(f, b, seed) for b in bits}
-    raw = {}
-    lq, lr = f.data.labels[f.query_idx], f.data.labels[f.retrieval_idx]
-    rel = ranked_relevance(f.views[0, f.query_idx], f.views[0, f.retrieval_idx], lq, lr)
-    for variant in ("standard", "paper"):
-        raw[f"i2i_{variant}"] = float(average_precisions(rel, 20, variant).mean())
-    setup = {
-        "data": str(Path(root).resolve()), "n_train": len(f.train_idx), "n_query": len(f.query_idx),
-        "n_retrieval": len(f.retrieval_idx), "image_encoder": ids[0], "text_encoder": ids[1],
-        "image_views": list(DEFAULT_VIEWS), "n_training_texts": int(np.isin(f.text_owner, f.train_idx).sum()),
-        "seed": seed, "epochs": epochs, "ablation_bits": ablation_bits, "train_config": asdict(replace(base, epochs=epochs, seed=seed)),
-        "machine": machine_description(), "command": command,
-        "date": time.strftime("%Y-%m-%d %H:%M"),
-    }
-    report = EvalReport(results, ablation_rows, rnd, raw, timings, setup)
-    if out_dir is not None:
-        yield Progress("write report", 0, 1)
-        write_report(report, Path(out_dir))
-    return report
-
-
-# --------------------------------------------------------------------------- report files
-
-def _f(x: float) -> str:
-    return f"{x:.3f}"
-
-
-def results_table(report: EvalReport) -> str:
-    """The main table (markdown): ours standard / ours paper-variant / the paper's reported values."""
-    lines = ["| bits | I→T standard | T→I standard | I→T paper-variant | T→I paper-variant | paper I→T | paper T→I |",
-             "|---|---|---|---|---|---|---|"]
-    for r in report.results:
-        b = r["bits"]
-        ref = [_f(PAPER_UCM[d][b]) if b in PAPER_UCM[d] else "–" for d in ("i2t", "t2i")]
-        lines.append(f"| {b} | {_f(r['i2t_standard'])} | {_f(r['t2i_standard'])} | {_f(r['i2t_paper'])} | "
-                     f"{_f(r['t2i_paper'])} | {ref[0]} | {ref[1]} |")
-    return "\n".join(lines)
-
-
-def write_report(report: EvalReport, out_dir: Path) -> None:
-    """Write ``results.md``, ``results.json`` and ``precision_at_k.png`` into ``out_dir``."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    s = report.setup
-    md = [
-        "# DUCH on UCM-captions: measured results", "",
-        f"Measured {s['date']} with `{s['command'] or 'run_ucm_evaluation(...)'}`.", "",
-        f"- Machine: {s['machine']}.",
-        f"- Encoders (frozen): image `{s['image_encoder']}`, text `{s['text_encoder']}`.",
-        f"- Protocol: seed {s['seed']}, {s['n_train']} training / {s['n_query']} query / {s['n_retrieval']} "
-        "retrieval tiles; one caption per query/retrieval tile drawn with the seed; relevance = same class.",
-        f"- Training: {s['epochs']} epochs, batch {s['train_config']['batch_size']}, lr {s['train_config']['lr']}, "
-        f"τ = {s['train_config']['temperature']}; image views {', '.join(s['image_views'])} (the text "
-        f"term sees an augmented view with probability {s['train_config'].get('aug_inter', 0.0)}); "
-        f"{s['n_training_texts']} training texts (5 captions + rule-based variants per tile). The epoch is "
-        f"chosen by a label-free score (held-out image–text NT-Xent) on {int(s['train_config']['val_fraction'] * 100)} % of the *training* "
-        "tiles held out; query/retrieval tiles are never seen before scoring.",
-        "", "## mAP@20, cross-modal (binary codes)", "",
-        "Standard = AP over the top 20; paper-variant = the DUCH code's `calc_map_k` (counts relevant items "
-        "beyond rank 20). Compare with the paper only in its variant.", "",
-        results_table(report), "",
-        "## More measurements per bit length (mAP@20, standard / paper-variant)", "",
-        "| bits | real-valued I→T | real-valued T→I | image→image (codes) | random codes I→T | random codes T→I | best epoch |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for r in report.results:
-        b, rnd = r["bits"], report.random[r["bits"]]
-        sp = lambda d, k: f"{_f(d[k + '_standard'])} / {_f(d[k + '_paper'])}"  # noqa: E731
-        md.append(f"| {b} | {sp(r, 'i2t_real')} | {sp(r, 't2i_real')} | {sp(r, 'i2i')} | {sp(rnd, 'i2t')} | "
-                  f"{sp(rnd, 't2i')} | {r['best_epoch']} |")
-    raw = report.raw_image_features
-    md += ["", f"Image→image with the frozen encoder's features (cosine): {_f(raw['i2i_standard'])} / "
-           f"{_f(raw['i2i_paper'])}.", ""]
-    if report.ablation:
-        b = s["ablation_bits"]
-        full = next((r for r in report.results if r["bits"] == b), None)
-        md += [f"## Ablation at {b} bits: one loss term off per run (mAP@20, paper-variant; standard in brackets)", "",
-               "| run | I→T | T→I | image→image | best epoch |", "|---|---|---|---|---|"]
-        rows = ([{"run": "full DUCH", **full}] if full else []) + report.ablation
-        for r in rows:
-            md.append(f"| {r['run']} | {_f(r['i2t_paper'])} ({_f(r['i2t_standard'])}) | {_f(r['t2i_paper'])} "
-                      f"({_f(r['t2i_standard'])}) | {_f(r['i2i_paper'])} ({_f(r['i2i_standard'])}) | {r['best_epoch']} |")
-        md.append("")
-    md += ["## Timings (wall clock, seconds)", "", "| phase | s |", "|---|---|"]
-    md += [f"| {k} | {v:.1f} |" for k, v in report.timings.items()]
-    md += ["", "Feature extraction is cached on disk; the rows above say how much of it this run computed.", "",
-           "![P@K](precision_at_k.png)", ""]
-    (out_dir / "results.md").write_text("\n".join(md) + kept_section(out_dir / "results.md"), encoding="utf-8")
-    (out_dir / "results.json").write_text(report.to_json(), encoding="utf-8")
-    plot_precision_at_k(report, out_dir / "precision_at_k.png")
-
-
-def plot_precision_at_k(report: EvalReport, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
-    for ax, (key, title) in zip(axes, (("i2t", "image → text"), ("t2i", "text → image"))):
-        for r in report.results:
-            p = r.get(f"{key}_p_at_k")
-            if p:
-                ax.plot(np.arange(1, len(p) + 1), p, label=f"{r['bits']} bits")
-        ax.set_title(f"UCM, {title}")
-        ax.set_xlabel("K")
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("precision@K")
-    axes[0].legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)

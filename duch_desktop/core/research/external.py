@@ -52,7 +52,7 @@ def load_labelled_folder(root: str | os.PathLike) -> LabelledFolder:
 
 
 def load_queries(path: str | os.PathLike, class_names: list[str]) -> dict[str, list[str]]:
-    """``{class: [phrasing, ...]}`` from JSON; keys starting with ``_`` are comments."""
+    """``{class: [phrasing, ...]}`` (or ``{class: phrasing}``) from JSON; keys starting with ``_`` are comments."""
     try:
         raw = json.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as e:
@@ -61,7 +61,8 @@ def load_queries(path: str | os.PathLike, class_names: list[str]) -> dict[str, l
         raise UserError(f"queries file {path} is not valid JSON: {e}") from e
     if not isinstance(raw, dict):
         raise UserError(f"queries file {path} must hold an object {{class: [phrasings]}}")
-    queries = {k: v for k, v in raw.items() if not k.startswith("_")}
+    # A class may have one query (a string) or several.
+    queries = {k: [v] if isinstance(v, str) else v for k, v in raw.items() if not k.startswith("_")}
     unknown = sorted(set(queries) - set(class_names))
     if unknown:
         raise UserError(f"queries for classes with no folder in the archive: {', '.join(unknown)}")

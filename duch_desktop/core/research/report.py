@@ -1,28 +1,30 @@
 """The results files the research commands share: ``docs/results.md`` is written by the UCM
-evaluation (:mod:`evaluate`) and carries a generalisation block written by another command
-(:mod:`external`); each rewrite keeps the other's part."""
+evaluation (:mod:`evaluate`) and carries blocks written by other commands (the generalisation block
+of :mod:`external`, the sections of other collections such as RSICD); each rewrite keeps the others'."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 
 SECTION_BEGIN, SECTION_END = "<!-- external: begin -->", "<!-- external: end -->"
+_BLOCK = re.compile(r"<!-- ([\w-]+): begin -->.*?<!-- \1: end -->", re.S)
 
 
 def kept_section(path: Path) -> str:
-    """The generalisation block of an existing results file ("" if none), to carry over on rewrite."""
+    """The blocks other commands wrote into an existing results file ("" if none), to carry over on rewrite."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError:
         return ""
-    a, b = text.find(SECTION_BEGIN), text.find(SECTION_END)
-    return "\n\n" + text[a:b + len(SECTION_END)] + "\n" if a >= 0 and b > a else ""
+    return "".join("\n\n" + m.group(0) + "\n" for m in _BLOCK.finditer(text))
 
 
-def with_section(text: str, section: str) -> str:
-    """``text`` with its generalisation block replaced by ``section`` (appended if it had none)."""
-    block = f"{SECTION_BEGIN}\n{section}{SECTION_END}"
-    a, b = text.find(SECTION_BEGIN), text.find(SECTION_END)
+def with_section(text: str, section: str, name: str = "external") -> str:
+    """``text`` with its ``name`` block replaced by ``section`` (appended if it had none)."""
+    begin, end = f"<!-- {name}: begin -->", f"<!-- {name}: end -->"
+    block = f"{begin}\n{section}{end}"
+    a, b = text.find(begin), text.find(end)
     if a >= 0 and b > a:
-        return text[:a] + block + text[b + len(SECTION_END):]
+        return text[:a] + block + text[b + len(end):]
     return text.rstrip("\n") + ("\n\n" if text else "") + block + "\n"

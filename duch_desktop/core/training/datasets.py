@@ -1,7 +1,8 @@
-"""Captioned tile collections: the UCM-captions benchmark and a user's own captions file.
+"""Captioned tile collections (UCM-captions, RSICD, ...) and a user's own captions file.
 
-``load_ucm`` reads ``captions.json`` of a UCM folder (see ``shared/data/ucm/README.md``) and
-maps each numeric entry ``N.tif`` to ``images/<class>/<class>{(N-1) % 100:02d}.jpg``.
+``load_collection`` reads a folder with a Karpathy-style ``captions.json`` beside ``images/``
+(``shared/data/ucm``, ``shared/data/rsicd``; RSITMD and Sydney-captions ship the same format).
+UCM's numeric entries ``N.tif`` map to ``images/<class>/<class>{(N-1) % 100:02d}.jpg``.
 ``load_captions_file`` reads the captions a user supplies for a folder of tiles.
 """
 from __future__ import annotations
@@ -28,6 +29,10 @@ class CaptionedImages:
     labels: np.ndarray
     class_names: list[str]
     captions: list[list[str]]
+    splits: np.ndarray | None = None  # the collection's own split name per tile ("train", "val", ...)
+
+    def split_names(self) -> np.ndarray:
+        return self.splits if self.splits is not None else np.full(len(self.paths), "")
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -35,7 +40,7 @@ class CaptionedImages:
     def subset(self, idx) -> "CaptionedImages":
         idx = np.asarray(idx, dtype=np.int64)
         return CaptionedImages([self.paths[i] for i in idx], self.labels[idx], self.class_names,
-                               [self.captions[i] for i in idx])
+                               [self.captions[i] for i in idx], None if self.splits is None else self.splits[idx])
 
 
 def clean_caption(text: str) -> str:
@@ -44,7 +49,11 @@ def clean_caption(text: str) -> str:
 
 
 def is_ucm_folder(root: Path) -> bool:
+    """A captioned collection: ``captions.json`` (Karpathy-style) beside an ``images/`` folder."""
     return (Path(root) / UCM_CAPTIONS).is_file() and (Path(root) / "images").is_dir()
+
+
+is_collection = is_ucm_folder
 
 
 def ucm_image_path(root: Path, filename: str, classes: dict[str, str]) -> Path:
@@ -55,28 +64,74 @@ def ucm_image_path(root: Path, filename: str, classes: dict[str, str]) -> Path:
     return Path(root) / "images" / name / f"{name}{k:02d}.jpg"
 
 
-def load_ucm(root: Path) -> CaptionedImages:
-    """Read a UCM folder: 2100 tiles in ``captions.json`` order (imgid order), 5 captions each."""
+def _class_names(data: dict) -> list[str]:
+    """``classes`` as a list (UCM: {"0": name, ...}; RSICD: [name, ...]), else the entries' classnames."""
+    classes = data.get("classes")
+    if isinstance(classes, dict):
+        return [str(classes[k]) for k in sorted(classes, key=int)]
+    if isinstance(classes, list):
+        return [str(c) for c in classes]
+    return sorted({str(e["classname"]) for e in data["images"]})
+
+
+def _numbered(entries: list[dict]) -> bool:
+    # UCM names its tiles "1.tif" .. "2100.tif", numbered class by class (see load_collection).
+    return all(Path(str(e["filename"])).stem.isdigit() and "/" not in str(e["filename"]) for e in entries)
+
+
+def _entry_path(root: Path, e: dict, class_names: list[str], numbered: bool) -> Path:
+    name = str(e["filename"])
+    direct = root / "images" / name
+    if direct.is_file() or not numbered:
+        return direct
+    return ucm_image_path(root, name, {str(i): c for i, c in enumerate(class_names)})
+
+
+def load_collection(root: Path) -> CaptionedImages:
+    """Read a captioned collection: ``root/captions.json`` (Karpathy-style) and ``root/images/``.
+
+    Each entry's ``filename`` is a path under ``images/`` (RSICD: ``"airport/airport_1.jpg"``),
+    or, where no such file exists and every name is a number (UCM's ``"N.tif"``), tile ``N`` of
+    ``N = class * 100 + k + 1`` at ``images/<class>/<class>kk.jpg``. Entries come in number order
+    (UCM) or ``imgid`` order; ``labels`` index the ``classname`` of each entry; ``splits`` hold the
+    collection's own ``split`` field ("" where absent).
+    """
     root = Path(root)
     path = root / UCM_CAPTIONS
     if not path.is_file():
-        raise UserError(f"{root} is not a UCM folder: {UCM_CAPTIONS} is missing")
+        raise UserError(f"{root} is not a captioned collection: {UCM_CAPTIONS} is missing")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        classes = {str(k): v for k, v in data["classes"].items()}
-        entries = sorted(data["images"], key=lambda e: int(Path(e["filename"]).stem))
-    except (ValueError, KeyError, TypeError) as e:
-        raise UserError(f"{path} is not a UCM captions file ({e})") from e
-    class_names = [classes[str(i)] for i in range(len(classes))]
-    paths, labels, captions = [], [], []
-    for e in entries:
-        p = ucm_image_path(root, e["filename"], classes)
-        if not p.is_file():
-            raise UserError(f"UCM tile missing: {p}")
-        paths.append(p)
-        labels.append((int(Path(e["filename"]).stem) - 1) // UCM_PER_CLASS)
-        captions.append([clean_caption(s["raw"]) for s in e["sentences"]])
-    return CaptionedImages(paths, np.asarray(labels, dtype=np.int64), class_names, captions)
+        entries = list(data["images"])
+        class_names = _class_names(data)
+        numbered = _numbered(entries)
+        key = (lambda e: int(Path(str(e["filename"])).stem)) if numbered else (lambda e: int(e.get("imgid", 0)))
+        entries.sort(key=key)
+        index = {c: i for i, c in enumerate(class_names)}
+        labels = [index[str(e["classname"])] if "classname" in e else int(e["classcode"]) for e in entries]
+        captions = [[clean_caption(s["raw"] if isinstance(s, dict) else s) for s in e["sentences"]] for e in entries]
+        paths = [_entry_path(root, e, class_names, numbered) for e in entries]
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise UserError(f"{path} is not a Karpathy-style captions file ({e!r})") from e
+    missing = next((p for p in paths if not p.is_file()), None)
+    if missing is not None:
+        raise UserError(f"a tile named in {path} is missing: {missing}")
+    splits = np.asarray([str(e.get("split", "")) for e in entries])
+    return CaptionedImages(paths, np.asarray(labels, dtype=np.int64), class_names, captions, splits)
+
+
+def load_ucm(root: Path) -> CaptionedImages:
+    """UCM: 2100 tiles in file-number order, 5 captions each (one case of :func:`load_collection`)."""
+    return load_collection(root)
+
+
+def merge_collections(parts: list[CaptionedImages]) -> CaptionedImages:
+    """One collection of several: tiles in order; classes of the same name are one class."""
+    names = list(dict.fromkeys(c for p in parts for c in p.class_names))
+    index = {c: i for i, c in enumerate(names)}
+    labels = np.concatenate([[index[p.class_names[int(l)]] for l in p.labels] for p in parts]).astype(np.int64)
+    return CaptionedImages([x for p in parts for x in p.paths], labels, names,
+                           [c for p in parts for c in p.captions], np.concatenate([p.split_names() for p in parts]))
 
 
 def load_captions_file(path: Path) -> dict[str, list[str]]:

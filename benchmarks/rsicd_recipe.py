@@ -1,0 +1,102 @@
+"""Recipe review on UCM + RSICD: train one configuration, print every figure issue 15 asks for.
+
+    python benchmarks/rsicd_recipe.py --set temperature=0.2 image_noise=0.1 hidden=2048 epochs=40
+
+Trains on all of UCM + RSICD except RSICD's val tiles, then scores on those val tiles:
+per-type P@10 with ``tests/data/rsicd_queries.json`` (one query per type, written before any
+scoring), instance recall (mR) Hamming and float, and the external archive with both query
+sets. ``--ucm`` adds the UCM protocol row (train on the UCM split + all of RSICD, mAP@20).
+Features come from the on-disk cache (extract them once with ``duch evaluate`` or ``duch train``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import fields, replace
+from pathlib import Path
+
+import numpy as np
+
+from duch_desktop.core.jobs import drive
+from duch_desktop.core.model.encoders import load_image_encoder, load_text_encoder
+from duch_desktop.core.research.captioned import collection_features, scores_on, split_indices
+from duch_desktop.core.research.evaluate import score_model
+from duch_desktop.core.research.external import generalisation_set, load_queries, score_generalisation
+from duch_desktop.core.training.features import extract_text_features
+from duch_desktop.core.training.trainer import TrainConfig, train
+
+DATA = Path("../shared/data")
+RSICD, UCM, EXTERNAL = DATA / "rsicd", DATA / "ucm", DATA / "external"
+QUERIES = Path("tests/data/rsicd_queries.json")
+
+
+def parse_set(items: list[str]) -> dict:
+    types = {f.name: f.type for f in fields(TrainConfig)}
+    out = {}
+    for item in items:
+        k, v = item.split("=", 1)
+        out[k] = {"int": int, "float": float, "str": str}[types[k]](v)
+    return out
+
+
+def log_epochs(ev) -> None:
+    if ev.info.get("epoch_done"):
+        print(time.strftime("%H:%M:%S"), ev.message, f"pair MRR {ev.info['val_pair_mrr']:.3f}", file=sys.stderr, flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--set", nargs="*", default=[], help="TrainConfig overrides, key=value")
+    ap.add_argument("--ucm", action="store_true", help="also the UCM protocol row at the same bits")
+    ap.add_argument("--views", default="orig", help="image views, comma-separated (augmented ones: UCM tiles only)")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--save", type=Path, help="save the per-type model bundle here")
+    ap.add_argument("--only-ucm", action="store_true", help="only the UCM protocol row")
+    args = ap.parse_args()
+    cfg = replace(TrainConfig(device="cpu"), **parse_set(args.set))
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    ienc, tenc = load_image_encoder(None, "cpu"), load_text_encoder(None, "cpu")
+    ids = (ienc.identity, tenc.identity)
+    views = args.views.split(",")
+    if args.only_ucm:
+        return ucm_row(cfg, views, ienc, tenc)
+    feats = drive(collection_features([RSICD, UCM], ienc, tenc, views=views, all_tiles=True))
+    keep = np.setdiff1d(np.arange(len(feats.data)), split_indices(feats.data, "val"))
+    t = time.perf_counter()
+    res = drive(train(feats.training_data(keep), cfg, *ids), log_epochs)
+    took = time.perf_counter() - t
+    queries = load_queries(QUERIES, feats.data.class_names)
+    qf = drive(extract_text_features([q for c in queries for q in queries[c]], tenc))
+    s = scores_on(res.model, feats, split_indices(feats.data, "val"), queries, qf)
+    types = s["types"]
+    print(json.dumps({k: v for k, v in vars(cfg).items() if k != "device"}))
+    print(f"trained on {len(keep)} tiles in {took:.0f} s, best epoch {res.best_epoch}")
+    print(f"per-type P@10: all 30 {types['mean_all']:.3f}, 19 new {types['mean_new']:.3f} "
+          f"(float {types['float_mean_all']:.3f} / {types['float_mean_new']:.3f})")
+    print("  " + ", ".join(f"{c} {p:.1f}" for c, p in types["per_type"].items()))
+    for k in ("recall_hamming", "recall_float"):
+        print(k, {m: round(v, 1) for m, v in s[k].items()})
+    for q in ("tests/data/external_queries.json", "tests/data/external_queries_b.json"):
+        gs = drive(generalisation_set(ienc, tenc, EXTERNAL, q))
+        print(f"external {q}: P@10 {score_generalisation(res.model, gs).mean_p_at_10:.3f}")
+    if args.save:
+        res.model.save(args.save, fp16=True)
+    if args.ucm:
+        ucm_row(cfg, views, ienc, tenc)
+
+
+def ucm_row(cfg, views, ienc, tenc) -> None:
+    uf = drive(collection_features([UCM, RSICD], ienc, tenc, views=views))
+    ur = drive(train(uf.training_data(), cfg, ienc.identity, tenc.identity), log_epochs)
+    m = score_model(ur.model, uf)
+    print(f"UCM row ({cfg.bits} bits, best epoch {ur.best_epoch}): I->T {m['i2t_paper']:.3f} / "
+          f"{m['i2t_standard']:.3f}, T->I {m['t2i_paper']:.3f} / {m['t2i_standard']:.3f} (paper variant / standard)")
+
+
+if __name__ == "__main__":
+    main()
