@@ -1,16 +1,25 @@
-"""Indexing throughput on the UCM tiles with the default encoders.
+"""Indexing throughput of the encoder runtimes (torch vs onnx) on the same tiles, alternated.
 
-Uses the shipped model bundle when there is one, else a randomly initialised DuchModel of the
-right dimensions (the codes are then meaningless, the speed is not) and says which. Prints
-tiles/s, peak RSS of this process and of the decoding workers, and index size per tile.
-Run: ``python benchmarks/bench_index.py [--folder ../shared/data/ucm/images] [--limit N]``.
+Each round runs in its own process (so peak RSS is that runtime's): it loads the image encoder
+on one runtime, times the bare model forward on already-decoded tiles, then indexes the folder
+from scratch (decode + encode + hash + commit; the caption bank comes from its cache after the
+first round). Rounds alternate torch, onnx, torch, onnx... over the same tiles; the figures are
+medians per runtime, the ratio is onnx / torch from the same run, with the load average beside
+them (the machine may be shared). ``--search N`` also times N whole ``duch search`` commands per
+runtime (process start, imports, model load, query, output) against the last index.
+
+Uses the shipped model bundle. Run:
+``python benchmarks/bench_index.py [--folder ../shared/data/ucm/images] [--limit 400] [--rounds 2]``.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import shutil
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -18,6 +27,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+RUNTIMES = ("torch", "onnx")
 
 
 def _subset(folder: Path, limit: int, dest: Path) -> Path:
@@ -33,61 +43,105 @@ def _subset(folder: Path, limit: int, dest: Path) -> Path:
     return dest
 
 
+def one_round(runtime: str, folder: Path, index_dir: Path, batch_size: int, forward_tiles: int) -> dict:
+    """One runtime: bare forward rate on decoded tiles, then a whole indexing run of ``folder``."""
+    import numpy as np
+
+    from duch_desktop.core.archive.archive import Archive
+    from duch_desktop.core.imagery import reading as imagery
+    from duch_desktop.core.model import defaults
+
+    model = defaults.load_model()
+    t = time.perf_counter()
+    image = defaults.load_image_encoder_for(model.image_encoder, runtime)
+    load_s = time.perf_counter() - t
+    text = defaults.load_text_encoder_for(model.text_encoder, runtime)
+    paths = [e.path for _, e in zip(range(forward_tiles), imagery.scan(folder))]
+    pixels = np.stack([imagery.read_tile(p, size=image.input_size)[0] for p in paths])
+    image.encode(pixels[:batch_size])  # warm-up: first-call allocations
+    t = time.perf_counter()
+    for s in range(0, len(pixels), batch_size):
+        image.encode(pixels[s:s + batch_size])
+    forward = len(pixels) / (time.perf_counter() - t)
+    archive = Archive.open(index_dir, model=defaults.default_model_dir(), image_encoder=image, text_encoder=text,
+                           create_root=folder)
+    start = time.perf_counter()
+    for _ in archive.index(batch_size=batch_size):
+        pass
+    seconds = time.perf_counter() - start
+    stats = archive.stats()
+    archive.close()
+    n = stats.tiles + stats.errors
+    return {"runtime": image.runtime, "tiles": n, "encoder_load_s": round(load_s, 2),
+            "forward_tiles_per_s": round(forward, 2), "index_tiles_per_s": round(n / seconds, 2),
+            "index_s": round(seconds, 2),
+            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+
+
+def _search_seconds(runtime: str, index_dir: Path, n: int) -> list[float]:
+    cmd = [sys.executable, "-m", "duch_desktop.cli", "search", "airplanes parked next to a terminal", "-k", "10",
+           "--index-dir", str(index_dir), "--runtime", runtime]
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        subprocess.run(cmd, check=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def _child(args, runtime: str, folder: Path, index_dir: Path) -> dict:
+    cmd = [sys.executable, __file__, "--one", runtime, "--folder", str(folder), "--index-dir", str(index_dir),
+           "--batch-size", str(args.batch_size), "--forward-tiles", str(args.forward_tiles)]
+    res = subprocess.run(cmd, check=True, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--folder", type=Path, default=REPO.parent / "shared" / "data" / "ucm" / "images")
-    ap.add_argument("--limit", type=int, default=0, help="index only the first N tiles (copied to a temp folder)")
-    ap.add_argument("--workers", type=int, default=None)
+    ap.add_argument("--limit", type=int, default=400, help="index the first N tiles (copied to a temp folder; 0: all)")
+    ap.add_argument("--rounds", type=int, default=2, help="rounds per runtime, alternated")
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--forward-tiles", type=int, default=128, help="decoded tiles timed through the bare model")
+    ap.add_argument("--search", type=int, default=3, help="whole `duch search` commands timed per runtime")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--one", choices=RUNTIMES, help=argparse.SUPPRESS)
+    ap.add_argument("--index-dir", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
-
-    from duch_desktop.core.model import defaults
-    from duch_desktop.core.model.encoders import DEFAULT_TEXT_ENCODER, load_image_encoder
-    from duch_desktop.core.model.bundle import DuchModel
-    from duch_desktop.core.model.defaults import default_workers
-    from duch_desktop.core.archive.archive import Archive
-    from duch_desktop.core.jobs import UserError
+    if args.one:
+        print(json.dumps(one_round(args.one, args.folder, args.index_dir, args.batch_size, args.forward_tiles)))
+        return
 
     work = Path(tempfile.mkdtemp(prefix="duch-bench-"))
+    loads, rounds = [os.getloadavg()[0]], []
     try:
         folder = _subset(args.folder, args.limit, work / "tiles") if args.limit else args.folder
-        t = time.perf_counter()
-        image = load_image_encoder()
-        load_s = time.perf_counter() - t
-        try:
-            model, which = defaults.load_model(), "default model bundle"
-        except UserError:
-            model = DuchModel.new(image.dim, 384, 64, image.identity, DEFAULT_TEXT_ENCODER)
-            which = f"random DuchModel ({image.dim}->64 bits; no default bundle)"
-        archive = Archive.open(work / "index", model=model, image_encoder=image, create_root=folder)
-        start = time.perf_counter()
-        for _ in archive.index(workers=args.workers, batch_size=args.batch_size):
-            pass
-        seconds = time.perf_counter() - start
-        stats = archive.stats()
-        report = archive.last_report
-        archive.close()
-        n = stats.tiles + stats.errors
-        faiss_bytes = (work / "index" / "tiles.faiss").stat().st_size
-        result = {
-            "model": which, "image_encoder": image.identity,
-            "folder": str(folder), "tiles": n, "errors": report.errors,
-            "workers": args.workers if args.workers is not None else default_workers(),
-            "batch_size": args.batch_size, "encoder_load_s": round(load_s, 2), "index_s": round(seconds, 2),
-            "tiles_per_s": round(n / seconds, 2),
-            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-            "peak_rss_worker_mib": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
-            "index_bytes_per_tile": round(stats.index_bytes / max(n, 1), 1),
-            "faiss_bytes_per_tile": round(faiss_bytes / max(n, 1), 1),
-        }
+        for r in range(args.rounds):
+            for runtime in RUNTIMES:
+                index_dir = work / f"index-{runtime}-{r}"
+                rounds.append(_child(args, runtime, folder, index_dir))
+                loads.append(os.getloadavg()[0])
+                print(f"round {r + 1} {runtime}: {rounds[-1]}", file=sys.stderr)
+        search = {rt: _search_seconds(rt, work / f"index-{rt}-{args.rounds - 1}", args.search) for rt in RUNTIMES}
+        loads.append(os.getloadavg()[0])
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    result: dict = {"tiles": rounds[0]["tiles"], "folder": str(args.folder), "rounds": args.rounds,
+                    "cpus": os.cpu_count(), "load_average_1min": [round(x, 2) for x in loads]}
+    for rt in RUNTIMES:
+        mine = [r for r in rounds if r["runtime"] == rt]
+        for key in ("forward_tiles_per_s", "index_tiles_per_s", "encoder_load_s"):
+            result[f"{rt}_{key}"] = round(statistics.median(r[key] for r in mine), 2)
+        result[f"{rt}_peak_rss_mib"] = max(r["peak_rss_mib"] for r in mine)
+        if search[rt]:
+            result[f"{rt}_search_command_s"] = round(statistics.median(search[rt]), 2)
+    for key in ("forward_tiles_per_s", "index_tiles_per_s"):
+        result[f"onnx_over_torch_{key}"] = round(result[f"onnx_{key}"] / result[f"torch_{key}"], 2)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
         for key, value in result.items():
-            print(f"{key:>22}: {value}")
+            print(f"{key:>38}: {value}")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ from PySide6.QtGui import QCloseEvent, QGuiApplication
 from PySide6.QtWidgets import (QFileDialog, QLabel, QMainWindow, QSplitter, QStackedWidget, QTabBar,
                                QVBoxLayout, QWidget)
 
+from duch_desktop.core.model.runtime import describe as describe_runtime, set_default_runtime
+
 from .desktop import (NO_FOLDER, NO_IMAGES, NO_INDEX, NO_READABLE, PICK_A_RESULT, READY, STALE, default_index_dir,
                       default_opener, device_description, open_with_system, reveal_in_file_manager, stats_text)
 from .detail import SCENE_PREVIEW, DetailPane
@@ -151,10 +153,22 @@ class MainWindow(MenusMixin, SearchMixin, IndexingMixin, IndexOptionsMixin, Trai
         self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.errors_dock)
         self.errors_dock.hide()
 
-        self.device_label = QLabel(f"Device: {device_description()}")
+        set_default_runtime(self.settings.runtime())
+        self.device_label = QLabel(self._device_text())
         self.archive_label = QLabel("No index")
         self.statusBar().addPermanentWidget(self.archive_label)
         self.statusBar().addPermanentWidget(self.device_label)
+
+    def _device_text(self) -> str:
+        return f"Device: {device_description()} · Runtime: {describe_runtime()}"
+
+    def set_runtime(self, name: str) -> None:
+        """Run the encoders on ``name`` (auto/onnx/torch) from now on; remembered in the settings."""
+        self.settings.set_runtime(name)
+        set_default_runtime(name)
+        if self.archive is not None and hasattr(self.archive, "use_runtime"):
+            self.archive.use_runtime(None)  # None: the default just set
+        self.device_label.setText(self._device_text())
 
     def _update_actions(self) -> None:
         indexing = self.is_indexing()

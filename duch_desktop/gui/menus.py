@@ -64,6 +64,16 @@ class MenusMixin:
         view_menu.addAction(self.errors_dock.toggleViewAction())
 
         tools_menu = bar.addMenu("&Tools")
+        runtime_menu = tools_menu.addMenu("Encoder &Runtime")
+        runtimes = QActionGroup(self)
+        self.runtime_actions = {}
+        for name, text in (("auto", "&Automatic (ONNX Runtime on a CPU, PyTorch on a GPU)"),
+                           ("onnx", "&ONNX Runtime"), ("torch", "&PyTorch")):
+            action = self._action(runtime_menu, text, lambda _=False, n=name: self.set_runtime(n))
+            action.setCheckable(True)
+            action.setChecked(name == self.settings.runtime())
+            runtimes.addAction(action)
+            self.runtime_actions[name] = action
         self.train_action = self._action(tools_menu, "&Train Model…", self.choose_training, None,
                                          "Train a model on your own captioned tiles (as duch train)")
         tools_menu.setToolTipsVisible(True)

@@ -1,6 +1,6 @@
 """Persistent GUI preferences (QSettings): recent folders, last folder, window layout, grid or
 map view of the results, the search bar (results, max distance, last query), and per index the
-indexing options (chips, bands, stretch).
+indexing options (chips, bands, stretch); the encoder runtime.
 
 Everything goes through :class:`Settings` so tests can point it at a temporary INI file
 (``Settings(QSettings(str(tmp_path / "s.ini"), QSettings.IniFormat))``) or redirect the
@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 
 from PySide6.QtCore import QByteArray, QCoreApplication, QSettings
+
+from duch_desktop.core.model.runtime import RUNTIMES
 
 ORGANIZATION = "DUCH"
 APPLICATION = "DUCH Desktop"
@@ -100,6 +102,16 @@ class Settings:
 
     def set_results_mode(self, mode: str) -> None:
         self.q.setValue("view/results", mode if mode in RESULTS_MODES else "grid")
+        self.q.sync()
+
+    # ------------------------------------------------------------------ encoder runtime
+    def runtime(self) -> str:
+        """What runs the encoders: auto, onnx or torch (see ``core.model.runtime``)."""
+        value = str(self.q.value("model/runtime", "auto"))
+        return value if value in RUNTIMES else "auto"
+
+    def set_runtime(self, name: str) -> None:
+        self.q.setValue("model/runtime", name if name in RUNTIMES else "auto")
         self.q.sync()
 
     # ------------------------------------------------------------------ search

@@ -26,7 +26,6 @@ from pathlib import Path
 from ..files import display_path
 from ..imagery.chips import ChipOptions
 from ..jobs import Job, UserError
-from ..model.bundle import DuchModel
 from ..model.defaults import Encoders, resolve_model
 from .database import (ARCHIVE_DB, CAPTIONS_FAISS, FAISS_FILES, FORMAT, RUN_LOCK, THUMBS, TILES_FAISS, Database, now,
                        storage_error)
@@ -48,7 +47,7 @@ class Archive:
 
     THUMB_SIZE = Thumbnails.SIZE
 
-    def __init__(self, index_dir: Path, root: Path, model: DuchModel, model_dir: Path | None,
+    def __init__(self, index_dir: Path, root: Path, model, model_dir: Path | None,
                  image_encoder=None, text_encoder=None, runtime: str | None = None):
         self.index_dir, self.root, self.model, self.model_dir = index_dir, root, model, model_dir
         self.db = Database(index_dir / ARCHIVE_DB)
@@ -62,7 +61,7 @@ class Archive:
 
     # ------------------------------------------------------------------ opening
     @classmethod
-    def open(cls, index_dir, model: DuchModel | str | os.PathLike | None = None, image_encoder=None,
+    def open(cls, index_dir, model=None, image_encoder=None,
              text_encoder=None, create_root: Path | None = None, runtime: str | None = None) -> "Archive":
         """Open the index at ``index_dir``, or create it for the folder ``create_root``.
 
@@ -118,6 +117,10 @@ class Archive:
     def runtime(self) -> str | None:
         """The runtime of the encoders loaded from the model's identities (None: the default)."""
         return self.encoders.runtime
+
+    def use_runtime(self, runtime: str | None) -> None:
+        """Load the encoders on ``runtime`` from now on (None: the default); see :meth:`Encoders.use_runtime`."""
+        self.encoders.use_runtime(runtime)
 
     @property
     def image_encoder(self):

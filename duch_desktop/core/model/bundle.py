@@ -19,11 +19,9 @@ import torch
 from ..files import atomic_path, file_sha256, write_text_atomic
 from ..jobs import UserError
 from .heads import HIDDEN, HashHead
+from .inference import CORE_META, MAX_BITS, META_FILE, WEIGHTS_FILE, read_bundle
 
-MAX_BITS = 4096  # a code of 512 bytes; model.json values beyond are damage, not a model
 BUNDLE_FORMAT = 1
-WEIGHTS_FILE = "model.safetensors"
-META_FILE = "model.json"
 
 
 def pack_codes(h: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -123,66 +121,19 @@ class DuchModel:
 
     @classmethod
     def load(cls, directory: str | os.PathLike, device: str | torch.device = "cpu") -> "DuchModel":
-        """Load and verify a bundle; a missing or corrupt file raises :class:`UserError`."""
-        from safetensors.torch import load_file
-
-        directory = Path(directory)
-        meta_path, weights = directory / META_FILE, directory / WEIGHTS_FILE
-        for f in (meta_path, weights):
-            if not f.is_file():
-                raise UserError(f"model bundle {directory} is incomplete: {f.name} is missing")
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-            bits, hidden = _size(meta, "bits", MAX_BITS), _size(meta, "hidden", 1 << 16, HIDDEN)
-            image_dim, text_dim = _size(meta, "image_dim", 1 << 16), _size(meta, "text_dim", 1 << 16)
-            if bits % 8 or not all(isinstance(meta.get(k), str) and meta[k] for k in ("image_encoder", "text_encoder")):
-                raise ValueError("bits must be a multiple of 8 and both encoders must be named")
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-            raise UserError(f"model bundle {directory}: {META_FILE} is unreadable ({e})") from e
-        expected = meta.get("weights_sha256")
-        if expected and file_sha256(weights) != expected:
-            raise UserError(f"model bundle {directory}: {WEIGHTS_FILE} is corrupt (checksum mismatch)")
-        try:
-            tensors = load_file(str(weights))
-        except Exception as e:  # safetensors raises its own error types for truncated files
-            raise UserError(f"model bundle {directory}: {WEIGHTS_FILE} is unreadable ({e})") from e
-        _check_shapes(directory, tensors, image_dim, text_dim, bits, hidden)
-        core = {"bits", "hidden", "image_dim", "text_dim", "image_encoder", "text_encoder", "format"}
-        model = cls.new(image_dim, text_dim, bits, meta["image_encoder"], meta["text_encoder"], hidden,
-                        **{k: v for k, v in meta.items() if k not in core})
+        """Load and verify a bundle (:func:`inference.read_bundle`); problems raise :class:`UserError`."""
+        meta, tensors = read_bundle(directory)
+        model = cls.new(meta["image_dim"], meta["text_dim"], meta["bits"], meta["image_encoder"], meta["text_encoder"],
+                        meta["hidden"], **{k: v for k, v in meta.items() if k not in CORE_META})
         for name, head in (("image_head", model.image_head), ("text_head", model.text_head)):
             prefix = name + "."
-            sd = {k[len(prefix):]: v.float() if v.is_floating_point() else v
-                  for k, v in tensors.items() if k.startswith(prefix)}
+            sd = {k[len(prefix):]: torch.from_numpy(v) for k, v in tensors.items() if k.startswith(prefix)}
             try:
                 head.load_state_dict(sd)
             except RuntimeError as e:
                 raise UserError(f"model bundle {directory}: weights do not match model.json ({e})") from e
             head.eval()
         return model.to(device)
-
-
-def _size(meta: dict, key: str, limit: int, default: int | None = None) -> int:
-    """A whole number from model.json in 1..limit (a float like 8e8 or a bool is refused, not rounded)."""
-    value = meta.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit:
-        raise ValueError(f"{key} must be a whole number from 1 to {limit}, got {value!r}")
-    return value
-
-
-def _check_shapes(directory: Path, tensors: dict, image_dim: int, text_dim: int, bits: int, hidden: int) -> None:
-    """UserError unless the weights file holds exactly the heads model.json describes.
-
-    Checked on the meta device, so a model.json that claims huge sizes allocates nothing.
-    """
-    with torch.device("meta"):
-        heads = {"image_head": HashHead(image_dim, bits, hidden), "text_head": HashHead(text_dim, bits, hidden)}
-    want = {f"{name}.{k}": tuple(v.shape) for name, head in heads.items() for k, v in head.state_dict().items()}
-    got = {k: tuple(v.shape) for k, v in tensors.items() if k.split(".", 1)[0] in heads}
-    if got != want:
-        bad = sorted(k for k in want.keys() | got.keys() if want.get(k) != got.get(k))[0]
-        raise UserError(f"model bundle {directory}: weights do not match model.json ({bad}: file "
-                        f"{list(got.get(bad, ()))}, model.json {list(want.get(bad, ()))})")
 
 
 def _state_digest(model: DuchModel) -> str:

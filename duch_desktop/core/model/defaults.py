@@ -136,7 +136,17 @@ class Encoders:
             if enc is not None:
                 check_encoder_dim(enc, dim, kind)
         self._loaded = {"image": image, "text": text}
+        self._given = {kind for kind, enc in self._loaded.items() if enc is not None}
         self._lock = threading.Lock()
+
+    def use_runtime(self, runtime: str | None) -> None:
+        """Load the encoders on ``runtime`` from now on (None: the default); given encoders stay.
+        Codes do not depend on the runtime, so an index stays valid."""
+        with self._lock:
+            self.runtime = runtime
+            for kind in self._loaded:
+                if kind not in self._given:
+                    self._loaded[kind] = None
 
     def _get(self, kind: str, load):
         with self._lock:
@@ -170,20 +180,20 @@ def check_encoder_dim(encoder, dim: int, kind: str) -> None:
 
 
 def load_model(directory: str | os.PathLike | None = None):
-    """Load the hashing model bundle at ``directory`` (default: :func:`default_model_dir`)."""
-    from .bundle import DuchModel
+    """The hashing model bundle at ``directory`` (default: :func:`default_model_dir`) loaded to make
+    codes (:class:`inference.InferenceModel`, no torch); training loads a ``bundle.DuchModel``."""
+    from .inference import InferenceModel
 
     path = Path(directory) if directory is not None else default_model_dir()
     if not (path / "model.json").is_file():
         raise UserError(f"no hashing model found at {path}: train one with `duch train` or pass --model")
-    return DuchModel.load(path)
+    return InferenceModel.load(path)
 
 
 def resolve_model(model=None, recorded: str | None = None):
-    """``(DuchModel, bundle dir or None)`` from a model, a bundle path, or else the recorded/default bundle."""
-    from .bundle import DuchModel
-
-    if isinstance(model, DuchModel):
+    """``(model, bundle dir or None)`` from a model (anything with ``image_codes``, e.g. a DuchModel),
+    a bundle path, or else the recorded/default bundle."""
+    if hasattr(model, "image_codes"):
         return model, None
     if model is not None:
         path = Path(model)

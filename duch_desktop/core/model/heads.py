@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-HIDDEN = 4096
+from .inference import HIDDEN  # a bundle without it in model.json was made with this
 
 
 class HashHead(nn.Module):
