@@ -68,6 +68,10 @@ def _matches(rel: str, expect: str) -> bool:
 
 
 def _device(encoder) -> str:
+    if getattr(encoder, "runtime", None) == "onnx":
+        from .core.model.runtime import describe
+
+        return describe("onnx")
     import torch
 
     dev = getattr(encoder, "device", None)
