@@ -62,3 +62,14 @@ def test_a_search_on_the_onnx_runtime_imports_neither_torch_nor_transformers(arc
     res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_a_bundle_without_a_checksum_keeps_the_fingerprint_torch_gives_it(tmp_path):
+    model = make_tiny_model()
+    model.save(tmp_path)
+    meta = json.loads((tmp_path / "model.json").read_text())
+    del meta["weights_sha256"]
+    (tmp_path / "model.json").write_text(json.dumps(meta))
+    torch_model = DuchModel.load(tmp_path)
+    assert not torch_model.meta.get("weights_sha256")
+    assert InferenceModel.load(tmp_path).fingerprint == torch_model.fingerprint

@@ -63,6 +63,7 @@ def test_graph_is_exported_once_then_reused_and_rebuilt_when_damaged_or_stale(tm
     assert json.loads(path.with_suffix(".json").read_text())["identity"] == "enc@1"
 
     path.write_bytes(b"grapH")  # damaged: same size, other bytes
+    (tmp_path / f".{path.name}.killed.tmp").write_bytes(b"half")  # a process killed mid-export
     runtime.cached_graph("enc@1", "image", _fake_export(calls), tmp_path)
     assert len(calls) == 2 and path.read_bytes() == b"graph"
 

@@ -97,6 +97,20 @@ class _Head:
         return np.tanh(np.maximum(x @ self.w1 + self.b1, 0) @ self.w2 + self.b2)
 
 
+STATE_KEYS = ("0.weight", "0.bias", "1.weight", "1.bias", "1.running_mean", "1.running_var",
+              "1.num_batches_tracked", "3.weight", "3.bias")  # a head's state_dict, in its order
+
+
+def _state_digest(tensors: dict[str, np.ndarray]) -> str:
+    """``bundle.DuchModel``'s fingerprint of a bundle that records no checksum (its weights' digest)."""
+    h = hashlib.sha256()
+    for head in ("image_head", "text_head"):
+        for key in STATE_KEYS:
+            h.update(f"net.{key}".encode())
+            h.update(np.asarray(tensors[f"{head}.net.{key}"], dtype=np.float32).tobytes())
+    return h.hexdigest()
+
+
 class InferenceModel:
     """What :class:`bundle.DuchModel` offers an index: identities, sizes, fingerprint and codes."""
 
@@ -111,17 +125,12 @@ class InferenceModel:
             raise UserError(f"model bundle {directory}: weights do not match model.json")
         self.image_encoder, self.text_encoder = meta["image_encoder"], meta["text_encoder"]
         self.meta = {k: v for k, v in meta.items() if k not in CORE_META}
-        self.fingerprint = meta["weights_sha256"][:16]
+        self.fingerprint = (meta.get("weights_sha256") or _state_digest(tensors))[:16]
 
     @classmethod
-    def load(cls, directory: str | os.PathLike):
-        """The bundle at ``directory``; one without a recorded checksum (older than checksums) loads
-        as a :class:`bundle.DuchModel`, whose fingerprint is a digest of its weights."""
+    def load(cls, directory: str | os.PathLike) -> "InferenceModel":
+        """The bundle at ``directory`` (see :func:`read_bundle`)."""
         meta, tensors = read_bundle(directory)
-        if not meta.get("weights_sha256"):
-            from .bundle import DuchModel
-
-            return DuchModel.load(directory)
         return cls(meta, tensors, Path(directory))
 
     def _codes(self, head: _Head, feats: np.ndarray, packed: bool, batch: int = 4096) -> np.ndarray:

@@ -28,10 +28,10 @@ from importlib import metadata, util
 from pathlib import Path
 from typing import Callable, Iterator
 
-from ..files import atomic_path, file_sha256, write_text_atomic
-from ..jobs import UserError
-
 import numpy as np
+
+from ..files import atomic_path, file_sha256, unlink_quietly, write_text_atomic
+from ..jobs import UserError
 
 RUNTIMES = ("auto", "onnx", "torch")
 HELP = ("what runs the encoders: onnx (ONNX Runtime, CPU), torch, or auto (default: onnx on a CPU, torch on a "
@@ -222,6 +222,8 @@ def cached_graph(identity: str, kind: str, export: Callable[[Path], None],
         # Another process may have exported it while this one waited for the lock.
         if not rebuild and graph_is_valid(path, identity, kind):
             return path
+        for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a process killed mid-export
+            unlink_quietly(stale)
         log.info("preparing the ONNX graph of %s (once per install, about a minute)", identity)
         with atomic_path(path) as tmp:
             export(Path(tmp))
