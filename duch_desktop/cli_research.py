@@ -18,6 +18,7 @@ from .core.files import write_text_atomic
 from .cli_jobs import run_job
 from .core.jobs import Job, Progress, UserError
 from .core.model import runtime
+from .core.model.inference import check_bits
 
 DEFAULT_UCM = Path("../shared/data/ucm")
 DEFAULT_QUERIES = Path("tests/data/external_queries.json")
@@ -140,9 +141,8 @@ def _encoders(args, model=None):
 
 
 def _check_bits(bits: list[int]) -> None:
-    bad = [b for b in bits if b <= 0 or b % 8]
-    if bad:
-        raise UserError(f"--bits must be positive multiples of 8, got {bad[0]}")
+    for b in bits:
+        check_bits(b, "--bits")
 
 
 # --------------------------------------------------------------------------- evaluate

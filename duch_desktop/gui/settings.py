@@ -95,24 +95,29 @@ class Settings:
             return default
         return value if value == value else default  # NaN from a hand-edited file
 
+    def choice(self, key: str, allowed: tuple[str, ...]) -> str:
+        """The stored value of ``key`` if it is one of ``allowed``, else ``allowed[0]`` (the default)."""
+        value = str(self.q.value(key, allowed[0]))
+        return value if value in allowed else allowed[0]
+
+    def set_choice(self, key: str, value: str, allowed: tuple[str, ...]) -> None:
+        self.q.setValue(key, value if value in allowed else allowed[0])
+        self.q.sync()
+
     # ------------------------------------------------------------------ results view
     def results_mode(self) -> str:
-        value = str(self.q.value("view/results", "grid"))
-        return value if value in RESULTS_MODES else "grid"
+        return self.choice("view/results", RESULTS_MODES)
 
     def set_results_mode(self, mode: str) -> None:
-        self.q.setValue("view/results", mode if mode in RESULTS_MODES else "grid")
-        self.q.sync()
+        self.set_choice("view/results", mode, RESULTS_MODES)
 
     # ------------------------------------------------------------------ encoder runtime
     def runtime(self) -> str:
         """What runs the encoders: auto, onnx or torch (see ``core.model.runtime``)."""
-        value = str(self.q.value("model/runtime", "auto"))
-        return value if value in RUNTIMES else "auto"
+        return self.choice("model/runtime", RUNTIMES)
 
     def set_runtime(self, name: str) -> None:
-        self.q.setValue("model/runtime", name if name in RUNTIMES else "auto")
-        self.q.sync()
+        self.set_choice("model/runtime", name, RUNTIMES)
 
     # ------------------------------------------------------------------ search
     def search_options(self) -> tuple[int, int]:

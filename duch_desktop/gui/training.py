@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (QDialog, QFileDialog, QFormLayout, QHBoxLayout, Q
                                QPushButton, QSpinBox, QWidget)
 
 from duch_desktop.core.jobs import Job, Progress, UserError
+from duch_desktop.core.model.inference import check_bits
 
 from .panels import format_duration, vbox
 from .workers import JobWorker
@@ -50,8 +51,7 @@ def train_options(folder: str, captions: str, bits: int, epochs: int, out: str) 
     folder_path = Path(folder).expanduser()
     if not folder or not folder_path.is_dir():
         raise UserError(f"folder not found: {folder or '(none chosen)'}")
-    if bits <= 0 or bits % 8:
-        raise UserError(f"the code length must be a positive multiple of 8, not {bits}")
+    check_bits(bits, "the code length")
     if not out:
         raise UserError("choose an output folder for the new model")
     if captions and not Path(captions).expanduser().is_file():

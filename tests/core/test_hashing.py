@@ -135,3 +135,14 @@ def test_bundle_roundtrip_fp16_and_integrity(tmp_path):
 def test_bits_must_be_byte_multiple():
     with pytest.raises(UserError):
         DuchModel.new(4, 4, 12, "a", "b")
+
+
+def test_check_bits_is_the_one_code_length_rule():
+    from duch_desktop.core.model.inference import MAX_BITS, check_bits
+
+    assert check_bits(64) == 64 and check_bits(MAX_BITS) == MAX_BITS
+    for bad in (0, -64, 12, MAX_BITS + 8, True, 64.0):
+        with pytest.raises(UserError, match="--bits must be a multiple of 8"):
+            check_bits(bad, "--bits")
+    with pytest.raises(UserError, match="multiple of 8"):
+        DuchModel.new(8, 8, 12, "img", "txt")

@@ -19,7 +19,7 @@ import torch
 from ..files import atomic_path, file_sha256, write_text_atomic
 from ..jobs import UserError
 from .heads import HIDDEN, HashHead
-from .inference import CORE_META, MAX_BITS, META_FILE, WEIGHTS_FILE, read_bundle
+from .inference import CORE_META, META_FILE, WEIGHTS_FILE, check_bits, read_bundle
 
 BUNDLE_FORMAT = 1
 
@@ -50,8 +50,7 @@ class DuchModel:
     @classmethod
     def new(cls, image_dim: int, text_dim: int, bits: int, image_encoder: str, text_encoder: str,
             hidden: int = HIDDEN, **meta: Any) -> "DuchModel":
-        if not (0 < bits <= MAX_BITS and bits % 8 == 0):
-            raise UserError(f"bits must be a multiple of 8 from 8 to {MAX_BITS}, got {bits}")
+        check_bits(bits)
         return cls(HashHead(image_dim, bits, hidden), HashHead(text_dim, bits, hidden), bits,
                    image_encoder, text_encoder, dict(meta))
 

@@ -27,6 +27,14 @@ BN_EPS = 1e-5  # torch.nn.BatchNorm1d's default, which the heads use
 CORE_META = ("bits", "hidden", "image_dim", "text_dim", "image_encoder", "text_encoder", "format")
 
 
+def check_bits(bits: int, what: str = "bits") -> int:
+    """``bits`` when it is a code length a model can have (a multiple of 8 from 8 to MAX_BITS);
+    UserError naming ``what`` (the option or field the user set) otherwise."""
+    if isinstance(bits, bool) or not isinstance(bits, int) or not (0 < bits <= MAX_BITS and bits % 8 == 0):
+        raise UserError(f"{what} must be a multiple of 8 from 8 to {MAX_BITS}, got {bits!r}")
+    return bits
+
+
 def _size(meta: dict, key: str, limit: int, default: int | None = None) -> int:
     """A whole number from model.json in 1..limit (a float like 8e8 or a bool is refused, not rounded)."""
     value = meta.get(key, default)
