@@ -20,7 +20,7 @@ import numpy as np
 from ..jobs import Job
 from ..model.bundle import DuchModel
 from ..training.augment import DEFAULT_VIEWS, training_texts
-from ..training.datasets import CaptionedImages, load_collection, merge_collections
+from ..training.datasets import load_collection, merge_collections
 from ..training.features import extract_image_features, extract_text_features
 from .evaluate import BenchmarkFeatures, distances, pick_one_caption, timed, ucm_protocol_split
 
@@ -151,11 +151,6 @@ def recall_at(model: DuchModel | None, image_feats: np.ndarray, caption_feats: n
         out[f"t2i_R@{k}"] = float(100 * hit_chance(*t2i, k).mean())
     out["mR"] = float(np.mean([out[f"{m}_R@{k}"] for m in ("i2t", "t2i") for k in ks]))
     return out
-
-
-def split_indices(data: CaptionedImages, name: str) -> np.ndarray:
-    """Tiles whose collection split is ``name`` (e.g. RSICD's "val")."""
-    return np.flatnonzero(data.split_names() == name)
 
 
 def val_captions(f: BenchmarkFeatures, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
