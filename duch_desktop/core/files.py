@@ -1,4 +1,4 @@
-"""File helpers every room shares: atomic writes and paths shown as text.
+"""File helpers every room shares: atomic writes, paths shown as text, the user cache dir.
 
 Every file the app writes (model bundles, faiss files, thumbnails, feature caches, exports,
 results) goes through :func:`atomic_path`: a temp file ``.<name>.<random>.tmp`` in the same
@@ -13,6 +13,8 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
+
+APP_NAME = "duch-desktop"  # names the per-user data, cache and settings folders
 
 
 def _umask() -> int:
@@ -63,3 +65,11 @@ def display_path(path: str | bytes | os.PathLike) -> str:
     encode error), so SQLite, Qt, a terminal and a CSV file can all hold it."""
     raw = bytes(path) if isinstance(path, (bytes, bytearray, memoryview)) else os.fsencode(path)
     return raw.decode("utf-8", "backslashreplace")
+
+
+def user_cache(sub: str) -> Path:
+    """``sub`` in the app's per-user cache dir (feature cache, ONNX graphs, caption banks): what we
+    write there can always be made again, unlike the indexes under the data dir."""
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir(APP_NAME)) / sub

@@ -12,17 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..files import atomic_path
+from ..files import atomic_path, user_cache
 from ..jobs import Job, Progress
 
 
 def caption_bank_dir() -> Path:
     """Where the codes of model bundles' caption banks are cached (the user cache dir)."""
-    from platformdirs import user_cache_dir
-
-    from ..model.defaults import APP_NAME
-
-    return Path(user_cache_dir(APP_NAME)) / "captions"
+    return user_cache("captions")
 
 
 def caption_bank_codes(model, text_encoder, texts: list[str]) -> Job[np.ndarray]:

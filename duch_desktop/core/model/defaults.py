@@ -15,10 +15,10 @@ import threading
 from pathlib import Path
 from typing import Callable
 
+from ..files import APP_NAME
 from ..jobs import UserError
 
 _RESOURCES = Path(__file__).resolve().parents[3] / "resources"
-APP_NAME = "duch-desktop"
 INDEXES = "indexes"
 
 # identity prefix -> factory(identity) -> encoder

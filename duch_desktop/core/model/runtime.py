@@ -30,7 +30,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from ..files import atomic_path, file_sha256, unlink_quietly, write_text_atomic
+from ..files import atomic_path, file_sha256, unlink_quietly, user_cache, write_text_atomic
 from ..jobs import UserError
 
 RUNTIMES = ("auto", "onnx", "torch")
@@ -163,9 +163,7 @@ def exporter_version() -> str:
 
 
 def default_graph_dir() -> Path:
-    from platformdirs import user_cache_dir
-
-    return Path(user_cache_dir("duch-desktop")) / "onnx"
+    return user_cache("onnx")
 
 
 def graph_path(identity: str, kind: str, cache_dir: str | os.PathLike | None = None) -> Path:

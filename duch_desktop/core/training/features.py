@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 from .augment import DEFAULT_VIEWS, IMAGE_VIEWS, image_view
 from ..model.encoders import ImageEncoder, TextEncoder
 from ..imagery.reading import ImageryError, read_tile
-from ..files import atomic_path
+from ..files import atomic_path, user_cache
 from ..jobs import Job, Progress, RateMeter, UserError
 
 # Part of every image key: bump when the decoding path changes what pixels the encoder sees.
@@ -35,9 +35,7 @@ TILE_LOADER = "imagery.read_tile/lanczos/v1"
 
 
 def default_cache_dir() -> Path:
-    from platformdirs import user_cache_dir
-
-    return Path(user_cache_dir("duch-desktop")) / "features"
+    return user_cache("features")
 
 
 class FeatureCache:
