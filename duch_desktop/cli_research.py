@@ -7,22 +7,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from .core.files import write_text_atomic
 from .cli_jobs import run_job
-from .core.jobs import Job, Progress, UserError
+from .core.jobs import UserError
 from .core.model import runtime
 from .core.model.inference import check_bits
+from .core.training.job import recipe_config, recipe_views, train_job
 
 DEFAULT_UCM = Path("../shared/data/ucm")
 DEFAULT_QUERIES = Path("tests/data/external_queries.json")
-CAPTION_FILE_NAMES = ("captions.csv", "captions.json")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -99,31 +96,6 @@ def _common(p: argparse.ArgumentParser) -> None:
                    "the second image pass)")
 
 
-RECIPE = {"temperature": "temperature", "lr": "lr", "hidden": "hidden", "image_noise": "image_noise",
-          "intra_image": "w_intra_image"}
-
-
-def _views(args) -> list[str]:
-    from .core.training.augment import DEFAULT_VIEWS, IMAGE_VIEWS
-
-    views = [v.strip() for v in (getattr(args, "views", None) or ",".join(DEFAULT_VIEWS)).split(",") if v.strip()]
-    if not views or views[0] != "orig" or not set(views) <= set(IMAGE_VIEWS):
-        raise UserError(f"--views must start with 'orig' and name views of: {', '.join(IMAGE_VIEWS)}")
-    return views
-
-
-def _config(args, **fixed):
-    """TrainConfig from the recipe options given (the others keep their defaults) and ``fixed``."""
-    from .core.training.trainer import TrainConfig
-
-    chosen = {field: getattr(args, opt) for opt, field in RECIPE.items() if getattr(args, opt, None) is not None}
-    if getattr(args, "select_by", None):
-        chosen["select"] = args.select_by.replace("-", "_")
-    if chosen.get("hidden", 1) < 1 or chosen.get("temperature", 1) <= 0 or chosen.get("lr", 1) <= 0:
-        raise UserError("--hidden, --temperature and --lr must be positive")
-    return TrainConfig(device=args.device, **chosen, **fixed)
-
-
 def _encoders(args, model=None):
     """The encoders the options name; with ``model``, options left out follow what it was trained on."""
     from .core.model.encoders import (DEFAULT_TEXT_POOLING, encoder_spec_from_identity, load_image_encoder,
@@ -165,7 +137,7 @@ def cmd_evaluate(args) -> int:
     command = "duch " + shlex.join(sys.argv[1:]) if "evaluate" in sys.argv[1:] else ""
     job = run_ucm_evaluation(roots[0], ienc, tenc, bits=args.bits, epochs=args.epochs, ablation=not args.no_ablation,
                              cache_dir=args.cache_dir, seed=args.seed, out_dir=args.out, command=command,
-                             config=_config(args), num_workers=args.workers, extra=roots[1:], views=_views(args),
+                             config=recipe_config(args), num_workers=args.workers, extra=roots[1:], views=recipe_views(args),
                              type_queries=queries if queries.is_file() else None)
     report = run_job(job)
     if args.json:
@@ -209,83 +181,6 @@ def _evaluate_external(args) -> int:
 
 
 # --------------------------------------------------------------------------- train
-
-def _folder_tiles(folder: Path, captions_file: Path | None) -> tuple[list[Path], list[list[str]]]:
-    from .core.training.datasets import load_captions_file, match_captions
-    from .core.imagery.reading import scan
-
-    folder = Path(os.path.abspath(folder))
-    if captions_file is None:
-        captions_file = next((folder / n for n in CAPTION_FILE_NAMES if (folder / n).is_file()), None)
-        if captions_file is None:
-            raise UserError(f"no captions for {folder}: pass --captions FILE (CSV 'file,caption' or JSON)")
-    caps = load_captions_file(captions_file)
-    return match_captions(folder, caps, [e.path for e in scan(folder)])
-
-
-def _collections(args) -> list[Path]:
-    """The captioned collections to train on (--data, or a positional collection folder); [] for a tile folder."""
-    from .core.training.datasets import is_collection
-
-    data = getattr(args, "data", None)
-    if data:
-        bad = [r for r in data if not is_collection(r)]
-        if bad:
-            raise UserError(f"{bad[0]} is not a captioned collection (captions.json and images/ expected)")
-        if args.source is not None:
-            raise UserError("give either a folder of tiles or --data collections, not both")
-        return list(data)
-    if args.source is None:
-        raise UserError("nothing to train on: give a folder of tiles or --data FOLDER")
-    return [args.source] if is_collection(args.source) else []
-
-
-def train_job(args, image_encoder, text_encoder) -> Job[dict]:
-    """Features -> training -> bundle (+ captions.json); returns a summary dict."""
-    from .core.research.captioned import collection_features
-    from .core.research.evaluate import score_model
-    from .core.training.augment import training_texts
-    from .core.training.features import extract_image_features, extract_text_features
-    from .core.training.trainer import TrainingData, train
-
-    cfg = _config(args, bits=args.bits, epochs=args.epochs, seed=args.seed)
-    feats, roots = None, _collections(args)
-    if roots:
-        feats = yield from collection_features(roots, image_encoder, text_encoder, args.cache_dir, args.seed,
-                                               _views(args), num_workers=args.workers, all_tiles=args.all_images)
-        idx = np.arange(len(feats.data)) if args.all_images else feats.train_idx
-        data, captions = feats.training_data(idx), feats.captions_of(idx)
-        names = " + ".join(Path(r).resolve().name for r in roots)
-        source = (f"{names}: {'all tiles' if args.all_images else 'protocol training split of the first + the others'}"
-                  f" ({len(idx)} tiles)")
-    else:
-        if args.all_images:
-            raise UserError("--all-images only applies to captioned collections")
-        paths, caps = _folder_tiles(args.source, args.captions)
-        views = yield from extract_image_features(paths, image_encoder, cache_dir=args.cache_dir, seed=args.seed,
-                                                  num_workers=args.workers)
-        texts, owner = training_texts(caps, np.random.default_rng([args.seed, 1]))
-        tf = yield from extract_text_features(texts, text_encoder, args.cache_dir)
-        data = TrainingData(views, tf, owner)
-        captions = list(dict.fromkeys(c for cs in caps for c in cs))
-        source = f"{len(paths)} captioned tiles under {Path(args.source).resolve()}"
-    result = yield from train(data, cfg, image_encoder.identity, text_encoder.identity)
-    model = result.model
-    model.meta.update(training_source=source, n_captions=len(captions))
-    summary = {"bundle": str(args.out), "bits": args.bits, "best_epoch": result.best_epoch,
-               "best_val": round(result.best_val, 4), "source": source}
-    if feats is not None and not args.all_images:
-        s = score_model(model, feats)
-        metrics = {k: round(v, 4) for k, v in s.items()}
-        model.meta["evaluation"] = {"protocol": f"{Path(roots[0]).resolve().name}, seed {args.seed}, "
-                                                f"{len(feats.query_idx)} queries / {len(feats.retrieval_idx)} "
-                                                "retrieval tiles, mAP@20", **metrics}
-        summary["mAP@20"], summary["benchmark"] = metrics, Path(roots[0]).resolve().name.upper()
-    yield Progress("save", 0, 1)
-    model.save(args.out, fp16=args.fp16)
-    _write_json(Path(args.out) / "captions.json", captions)
-    return summary
-
 
 def _write_json(path: Path, obj) -> None:
     write_text_atomic(path, json.dumps(obj, ensure_ascii=False, indent=0))

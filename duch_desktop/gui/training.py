@@ -29,13 +29,13 @@ STAGES = {"image features": "Extracting image features (the slow part; cached fo
 
 
 def training_job(options: SimpleNamespace, encoders: Callable[[], tuple] | None = None) -> Job[dict]:
-    """The CLI's training job (``cli_research.train_job``) after loading the encoders in the
+    """The training job ``duch train`` drives (``core.training.job.train_job``) after loading the encoders in the
     worker thread (seconds); ``encoders()`` -> (image, text) replaces the default ones."""
-    from duch_desktop import cli_research
+    from duch_desktop.core.training.job import train_job
 
     yield Progress("load", 0, 0, "loading the encoders")
     image_encoder, text_encoder = encoders() if encoders is not None else default_encoders()
-    return (yield from cli_research.train_job(options, image_encoder, text_encoder))
+    return (yield from train_job(options, image_encoder, text_encoder))
 
 
 def default_encoders() -> tuple:
