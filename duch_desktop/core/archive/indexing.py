@@ -31,7 +31,7 @@ from ..model.checks import check_model
 from ..model.defaults import Encoders, default_workers
 from .captions import caption_bank_codes, encode_captions, read_caption_texts
 from .database import FAISS_FILES, RUN_LOCK, Database, now, storage_error
-from .decoding import decoded
+from .decoding import decoded, prefetched
 from .planning import ChipPlanner
 from .queries import DEFAULT_INPUT_SIZE
 from .reader import FileTodo, TileReader, Work
@@ -386,7 +386,8 @@ class Indexer:
                             opts["stretch"], decoding.max_bytes)
         # More than one process only pays off when there is more than one batch to overlap with encoding.
         processes = decoding.workers if work.total > batch_size else 1
-        items = decoded(reader, range(work.total), processes, decoding.seconds, inherited=[self._run_lock.file])
+        items = prefetched(decoded(reader, range(work.total), processes, decoding.seconds,
+                                   inherited=[self._run_lock.file]), 2 * batch_size)
         try:
             batch = []
             for item in items:
