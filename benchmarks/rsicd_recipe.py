@@ -1,6 +1,6 @@
 """Recipe review on UCM + RSICD: train one configuration, print every figure issue 15 asks for.
 
-    python benchmarks/rsicd_recipe.py --set temperature=0.2 image_noise=0.1 hidden=2048 epochs=40
+    python benchmarks/rsicd_recipe.py --recipe contrastive --views all [--ucm] [--set text_noise=0.2 seed=7]
 
 Trains on all of UCM + RSICD except RSICD's val tiles, then scores on those val tiles:
 per-type P@10 with ``tests/data/rsicd_queries.json`` (one query per type, written before any
@@ -21,10 +21,12 @@ import numpy as np
 
 from duch_desktop.core.jobs import drive
 from duch_desktop.core.model.encoders import load_image_encoder, load_text_encoder
-from duch_desktop.core.research.captioned import collection_features, scores_on, split_indices
+from duch_desktop.core.research.captioned import collection_features, scores_on
 from duch_desktop.core.research.evaluate import score_model
 from duch_desktop.core.research.external import generalisation_set, load_queries, score_generalisation
 from duch_desktop.core.training.features import extract_text_features
+from duch_desktop.core.training.augment import DEFAULT_VIEWS
+from duch_desktop.core.training.job import RECIPES
 from duch_desktop.core.training.trainer import TrainConfig, train
 
 DATA = Path("../shared/data")
@@ -48,31 +50,33 @@ def log_epochs(ev) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--set", nargs="*", default=[], help="TrainConfig overrides, key=value")
+    ap.add_argument("--recipe", choices=tuple(RECIPES), default="paper", help="the named recipe to start from")
+    ap.add_argument("--set", nargs="*", default=[], help="TrainConfig overrides of it, key=value")
     ap.add_argument("--ucm", action="store_true", help="also the UCM protocol row at the same bits")
-    ap.add_argument("--views", default="orig", help="image views, comma-separated (augmented ones: UCM tiles only)")
+    ap.add_argument("--views", default="orig", help="image views, comma-separated, or 'all' (augmented ones: UCM tiles only)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--save", type=Path, help="save the per-type model bundle here")
     ap.add_argument("--only-ucm", action="store_true", help="only the UCM protocol row")
     args = ap.parse_args()
-    cfg = replace(TrainConfig(device="cpu"), **parse_set(args.set))
+    cfg = replace(TrainConfig(device="cpu"), **{**RECIPES[args.recipe], **parse_set(args.set)})
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
     ienc, tenc = load_image_encoder(None, "cpu"), load_text_encoder(None, "cpu")
     ids = (ienc.identity, tenc.identity)
-    views = args.views.split(",")
+    views = list(DEFAULT_VIEWS) if args.views == "all" else args.views.split(",")
     if args.only_ucm:
         return ucm_row(cfg, views, ienc, tenc)
     feats = drive(collection_features([RSICD, UCM], ienc, tenc, views=views, all_tiles=True))
-    keep = np.setdiff1d(np.arange(len(feats.data)), split_indices(feats.data, "val"))
+    val = np.flatnonzero(feats.data.split_names()[:feats.n_benchmark] == "val")
+    keep = np.setdiff1d(np.arange(len(feats.data)), val)
     t = time.perf_counter()
     res = drive(train(feats.training_data(keep), cfg, *ids), log_epochs)
     took = time.perf_counter() - t
     queries = load_queries(QUERIES, feats.data.class_names)
     qf = drive(extract_text_features([q for c in queries for q in queries[c]], tenc))
-    s = scores_on(res.model, feats, split_indices(feats.data, "val"), queries, qf)
+    s = scores_on(res.model, feats, val, queries, qf)
     types = s["types"]
     print(json.dumps({k: v for k, v in vars(cfg).items() if k != "device"}))
     print(f"trained on {len(keep)} tiles in {took:.0f} s, best epoch {res.best_epoch}")
