@@ -16,7 +16,7 @@ from .cli_jobs import run_job
 from .core.jobs import UserError
 from .core.model import runtime
 from .core.model.inference import check_bits
-from .core.training.job import recipe_config, recipe_views, train_job
+from .core.training.job import RECIPES, recipe_config, recipe_epochs, recipe_views, train_job
 
 DEFAULT_UCM = Path("../shared/data/ucm")
 DEFAULT_QUERIES = Path("tests/data/external_queries.json")
@@ -35,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--captions", type=Path, help="captions file for a folder of tiles "
                    "(default: captions.csv or captions.json inside the folder)")
     t.add_argument("--bits", type=int, default=64, help="code length, a multiple of 8 (default 64)")
-    t.add_argument("--epochs", type=int, default=100, help="training epochs (default 100)")
+    t.add_argument("--epochs", type=int, help="training epochs (default: the recipe's, 100 paper / 40 contrastive)")
     t.add_argument("--out", type=Path, required=True, help="bundle folder to write, e.g. resources/models/ucm64")
     t.add_argument("--all-images", action="store_true",
                    help="collections: train on all their tiles instead of the first one's protocol half "
@@ -54,7 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help=f"captioned collection to benchmark (default {DEFAULT_UCM}); repeat it to add others "
                         "as extra training tiles (all of them), e.g. --data ../shared/data/ucm --data ../shared/data/rsicd")
     e.add_argument("--bits", type=int, nargs="+", default=[16, 32, 64, 128], help="code lengths (default 16 32 64 128)")
-    e.add_argument("--epochs", type=int, default=100, help="training epochs per run (default 100)")
+    e.add_argument("--epochs", type=int, help="training epochs per run (default: the recipe's, 100 paper / 40 contrastive)")
     e.add_argument("--no-ablation", action="store_true", help="skip the six loss-ablation runs at 64 bits")
     e.add_argument("--out", type=Path, default=Path("docs"), help="folder for the report files (default docs)")
     e.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
@@ -83,6 +83,11 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=42, help="seed of split, caption choice, augmentation, training")
     p.add_argument("--workers", type=int, default=1, help="tile-decoding processes (0 = decode in the main one)")
     r = p.add_argument_group("recipe (default: the paper's options, see docs/results.md)")
+    r.add_argument("--recipe", choices=tuple(RECIPES), default="paper",
+                   help="paper: the paper's options and loss terms (default); contrastive: the shipped model's, "
+                        "for large collections with many distinct captions (image-text NT-Xent at temperature "
+                        "0.2, feature noise, no intra-modal/adversarial/balance terms; docs/rsicd.md). The "
+                        "options below change single values of it")
     r.add_argument("--temperature", type=float, help="NT-Xent temperature (default 1.0)")
     r.add_argument("--lr", type=float, help="Adam learning rate of the heads (default 1e-4)")
     r.add_argument("--hidden", type=int, help="hidden width of both heads (default 4096)")
@@ -126,8 +131,7 @@ def cmd_evaluate(args) -> int:
     from .core.training.datasets import is_collection
 
     _check_bits(args.bits)
-    if args.epochs < 1:
-        raise UserError("--epochs must be at least 1")
+    args.epochs = recipe_epochs(args)
     roots = args.data or [DEFAULT_UCM]
     for r in roots:  # fail now, not after loading the encoders
         if not is_collection(r):
@@ -188,8 +192,7 @@ def _write_json(path: Path, obj) -> None:
 
 def cmd_train(args) -> int:
     _check_bits([args.bits])
-    if args.epochs < 1:
-        raise UserError("--epochs must be at least 1")
+    args.epochs = recipe_epochs(args)
     for folder in ([args.source] if args.source is not None else []) + list(getattr(args, "data", None) or []):
         if not Path(folder).is_dir():
             raise UserError(f"folder not found: {folder}")

@@ -117,6 +117,7 @@ def test_evaluate_on_an_rsicd_shaped_collection(tmp_path):
     assert "kept UCM table" in md and "<!-- rsicd: begin -->" in md
     assert "0.684" in md  # the paper's RSICD 16-bit I->T, for comparison
     assert "| bridge |" in md and "mR" in md
+    assert "image–text, image–image, text–text NT-Xent, adversarial 0.01, quantization 0.001, balance 0.01" in md
     assert json.loads((out / "results_rsicd.json").read_text())["results"][0]["bits"] == 16
     # a second run replaces the section instead of adding one
     drive(run_ucm_evaluation(root, ColourMean(), WordBag(), bits=(16,), epochs=1, ablation=False, ablation_bits=16,

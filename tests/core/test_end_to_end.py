@@ -124,6 +124,21 @@ def test_cli_train_writes_a_loadable_bundle_with_captions(mini, tmp_path, monkey
     caps = json.loads((tmp_path / "model" / "captions.json").read_text())
     assert len(caps) == len(set(caps)) > 42 and all(isinstance(c, str) for c in caps)
     assert "UCM mAP@20" in capsys.readouterr().out
+    # the caption bank's codes ship in the bundle: an index of it encodes none of the bank
+    from duch_desktop.core.archive.captions import caption_bank_codes, read_caption_texts
+
+    class Refuses:
+        def encode(self, texts):
+            raise AssertionError(f"encoded {len(texts)} texts")
+
+    bank = read_caption_texts(tmp_path / "model" / "captions.json")
+    (codes_file,) = (tmp_path / "model").glob("captions-*.npy")
+    codes = drive(caption_bank_codes(model, Refuses(), bank, tmp_path / "model"))
+    assert codes.shape == (len(bank), 2)
+    assert (codes == model.text_codes(WordBag().encode(bank))).all()
+    with pytest.raises(AssertionError, match="encoded"):  # other texts: the bundle's codes are not theirs
+        drive(caption_bank_codes(model, Refuses(), bank[:-1], tmp_path / "model"))
+    assert codes_file.exists()
     # a plain folder without a captions file: one plain error line, exit 2
     args.source, args.out = root / "images", tmp_path / "m2"
     with pytest.raises(UserError, match="^no captions"):

@@ -85,3 +85,23 @@ def test_view_pairs_differ_and_aug_inter_sets_how_often_text_meets_an_augmented_
         assert (va == 0).all() and (vb != 0).all()  # the paper: text always meets the original tile
     if aug_inter == 1:
         assert {1, 2} <= set(va.tolist()) and 0 in set(vb.tolist())
+
+
+def test_named_recipes_set_their_values_and_single_options_change_one():
+    from types import SimpleNamespace
+
+    from duch_desktop.core.jobs import UserError
+    from duch_desktop.core.training.job import recipe_config, recipe_epochs
+
+    paper = recipe_config(SimpleNamespace(device="cpu"))
+    assert paper == TrainConfig(device="cpu") and recipe_epochs(SimpleNamespace()) == 100
+    args = SimpleNamespace(device="cpu", recipe="contrastive", temperature=None, hidden=1024, epochs=None)
+    c = recipe_config(args)
+    assert (c.temperature, c.hidden, c.w_intra_text, c.alpha, c.gamma, c.select) == (0.2, 1024, 0.0, 0.0, 0.0, "pair_mrr")
+    assert c.text_noise > 0 and c.image_noise > 0 and recipe_epochs(args) == 40
+    args.epochs = 7
+    assert recipe_epochs(args) == 7
+    with pytest.raises(UserError, match="unknown recipe"):
+        recipe_config(SimpleNamespace(device="cpu", recipe="magic"))
+    with pytest.raises(UserError, match="at least 1"):
+        recipe_epochs(SimpleNamespace(epochs=0))

@@ -1,19 +1,19 @@
 """The caption archive's texts: captions files, and the model bundle's caption bank.
 
-A bundle's ``captions.json`` (its caption bank) is encoded once per model and cached in the user
-cache dir, not once per index; the user's own captions (``duch index --captions FILE``) are
+A bundle's ``captions.json`` (its caption bank) is encoded once per model (by ``duch train``, into
+the bundle; else by the first index, into the user cache dir), not once per index; the user's own captions (``duch index --captions FILE``) are
 encoded by each run that is given them.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
 
-from ..files import atomic_path, user_cache
-from ..jobs import Job, Progress
+from ..files import user_cache
+from ..jobs import Job
+from ..model.caption_bank import bank_key, bundle_codes_path, encode_texts, load_codes, save_codes
 
 
 def caption_bank_dir() -> Path:
@@ -21,37 +21,27 @@ def caption_bank_dir() -> Path:
     return user_cache("captions")
 
 
-def caption_bank_codes(model, text_encoder, texts: list[str]) -> Job[np.ndarray]:
-    """Packed codes of a model's caption bank, encoded once per model and cached, not once per index.
+def caption_bank_codes(model, text_encoder, texts: list[str], bundle: Path | None = None) -> Job[np.ndarray]:
+    """Packed codes of a model's caption bank: from the bundle (``duch train`` puts them there), else
+    from the user cache, else encoded once and cached there (not once per index).
 
-    Keyed by the model's fingerprint, its text encoder's identity and the texts; the runtime that
-    encoded them does not matter (its features agree to 1e-4, see :mod:`runtime`).
+    The key (:func:`caption_bank.bank_key`) names the model and the texts; the runtime that encoded
+    them does not matter (its features agree to 1e-4, see :mod:`runtime`).
     """
-    key = hashlib.sha256(json.dumps([model.fingerprint, model.text_encoder, texts]).encode()).hexdigest()[:32]
-    path = caption_bank_dir() / f"{key}.npy"
-    try:
-        codes = np.load(path, allow_pickle=False)
-        if codes.shape == (len(texts), model.bits // 8) and codes.dtype == np.uint8:
+    if bundle is not None:
+        codes = load_codes(bundle_codes_path(bundle, model, texts), model, len(texts))
+        if codes is not None:
             return codes
-    except (OSError, ValueError, EOFError):
-        pass  # not cached yet, or damaged: encode again
-    codes = yield from encode_captions(model, text_encoder, texts)
+    path = caption_bank_dir() / f"{bank_key(model, texts)}.npy"
+    codes = load_codes(path, model, len(texts))
+    if codes is not None:
+        return codes
+    codes = yield from encode_texts(model, text_encoder, texts)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            np.save(f, codes, allow_pickle=False)
+        save_codes(path, codes)
     except OSError:
         pass  # a read-only cache only costs the encoding next time
     return codes
-
-
-def encode_captions(model, text_encoder, texts: list[str]) -> Job[np.ndarray]:
-    """Packed codes of ``texts``, 256 at a time, with a Progress after each block."""
-    codes = [np.zeros((0, model.bits // 8), np.uint8)]
-    for start in range(0, len(texts), 256):
-        codes.append(model.text_codes(text_encoder.encode(texts[start:start + 256])))
-        yield Progress("captions", min(len(texts), start + 256), len(texts), "encoding captions")
-    return np.concatenate(codes)
 
 
 def read_caption_texts(path: Path) -> list[str]:

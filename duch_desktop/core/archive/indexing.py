@@ -29,7 +29,8 @@ from ..imagery.budget import DECODE_SECONDS, MAX_DECODE_BYTES
 from ..jobs import Job, Progress, RateMeter, UserError
 from ..model.checks import check_model
 from ..model.defaults import Encoders, default_workers
-from .captions import caption_bank_codes, encode_captions, read_caption_texts
+from ..model.caption_bank import encode_texts
+from .captions import caption_bank_codes, read_caption_texts
 from .database import FAISS_FILES, RUN_LOCK, Database, now, storage_error
 from .decoding import decoded, prefetched
 from .planning import ChipPlanner
@@ -251,7 +252,8 @@ class Indexer:
             if bundle.is_file():
                 texts += [(t, "model") for t in read_caption_texts(bundle)]
                 bank_texts = [t for t, _ in texts]
-                bank = dict(zip(bank_texts, (yield from caption_bank_codes(self.model, self.encoders.text, bank_texts))))
+                bank = dict(zip(bank_texts, (yield from caption_bank_codes(self.model, self.encoders.text, bank_texts,
+                                                                            self.model_dir))))
         texts += [(t, "user") for t in user_captions]
         known, uncoded = db.caption_texts()
         work = [(cid, t, None) for cid, t in uncoded]
@@ -260,7 +262,7 @@ class Indexer:
                 known.add(text)
                 work.append((None, text, source))
         todo = [t for _, t, _ in work if t not in bank]
-        encoded = yield from encode_captions(self.model, self.encoders.text, todo)
+        encoded = yield from encode_texts(self.model, self.encoders.text, todo)
         bank.update(zip(todo, encoded))
         with db.transaction():
             for cid, text, source in work:

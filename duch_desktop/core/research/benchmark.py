@@ -157,6 +157,18 @@ def _f(x: float) -> str:
     return f"{x:.3f}"
 
 
+def _loss_terms(c: dict) -> str:
+    """The loss terms a training config weighs (and its feature noise), e.g. for the paper's recipe
+    'image–text, image–image, text–text NT-Xent, adversarial 0.01, quantization 0.001, balance 0.01'."""
+    terms = [name for key, name in (("w_inter", "image–text"), ("w_intra_image", "image–image"),
+                                    ("w_intra_text", "text–text")) if c.get(key, 1.0)]
+    out = ", ".join(terms) + " NT-Xent"
+    out += "".join(f", {name} {c[key]:g}" for key, name in (("alpha", "adversarial"), ("beta", "quantization"),
+                                                              ("gamma", "balance")) if c.get(key))
+    noise = [f"{side} {c[key]:g}" for key, side in (("image_noise", "image"), ("text_noise", "text")) if c.get(key)]
+    return out + (f"; feature noise (× per-dimension std): {', '.join(noise)}" if noise else "")
+
+
 def results_table(report: EvalReport) -> str:
     """The main table (markdown): ours standard / ours paper-variant / the paper's reported values."""
     paper = PAPER.get(report.setup.get("name", "ucm"), {"i2t": {}, "t2i": {}})
@@ -208,10 +220,13 @@ def _report_lines(report: EvalReport, png: str) -> list[str]:
         "retrieval tiles; one caption per query/retrieval tile drawn with the seed; relevance = same class.",
         *([f"- {CAVEATS[name]}"] if name in CAVEATS else []),
         f"- Training: {s['epochs']} epochs, batch {s['train_config']['batch_size']}, lr {s['train_config']['lr']}, "
-        f"τ = {s['train_config']['temperature']}; image views {', '.join(s['image_views'])} (the text "
-        f"term sees an augmented view with probability {s['train_config'].get('aug_inter', 0.0)}); "
-        f"{s['n_training_texts']} training texts (5 captions + rule-based variants per tile). The epoch is "
-        f"chosen by a label-free score (held-out image–text NT-Xent) on {int(s['train_config']['val_fraction'] * 100)} % of the *training* "
+        f"τ = {s['train_config']['temperature']}; {_loss_terms(s['train_config'])}; image views "
+        f"{', '.join(s['image_views'])} (the text term sees an augmented view with probability "
+        f"{s['train_config'].get('aug_inter', 0.0)}); {s['n_training_texts']} training texts (the captions, plus "
+        "rule-based variants for collections of up to 3000 tiles). The epoch is chosen by a label-free score ("
+        + ("held-out own-pair Hamming MRR" if s['train_config'].get('select') == "pair_mrr" else
+           "held-out image–text NT-Xent")
+        + f") on {int(s['train_config']['val_fraction'] * 100)} % of the *training* "
         "tiles held out; query/retrieval tiles are never seen before scoring.",
         "", "## mAP@20, cross-modal (binary codes)", "",
         "Standard = AP over the top 20; paper-variant = the DUCH code's `calc_map_k` (counts relevant items "
