@@ -1,7 +1,8 @@
-"""Build resources/demo/ from the UC Merced tiles: 3 tiles per class plus one georeferenced
-4-band uint16 GeoTIFF, so a first run shows both plain photos and the geo path.
+"""Build resources/demo/ from the UC Merced tiles (3 per class), 3 RSICD val tiles of each of ten
+scene types UCM does not have, and one georeferenced 4-band uint16 GeoTIFF, so a first run shows
+plain photos, scene types beyond UCM's 21 and the geo path.
 
-Usage: python scripts/make_demo.py [--ucm ../shared/data/ucm] [--out resources/demo]
+Usage: python scripts/make_demo.py [--ucm ../shared/data/ucm] [--rsicd ../shared/data/rsicd] [--out resources/demo]
 """
 from __future__ import annotations
 
@@ -14,11 +15,16 @@ import numpy as np
 from PIL import Image
 
 PICK = (95, 96, 97)  # fixed tiles per class, so the demo is reproducible
+# RSICD (AID) types that are not UCM classes; their first three val tiles in captions.json order.
+RSICD_TYPES = ("stadium", "bridge", "church", "desert", "pond", "port", "viaduct", "playground", "mountain",
+               "industrial")
+RSICD_PICK = 3
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--ucm", type=Path, default=Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "ucm")
+    ap.add_argument("--rsicd", type=Path, default=Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "rsicd")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "resources" / "demo")
     args = ap.parse_args()
     classes = json.loads((args.ucm / "captions.json").read_text())["classes"]
@@ -27,9 +33,20 @@ def main() -> None:
         for k in PICK:
             src = args.ucm / "images" / name / f"{name}{k:02d}.jpg"
             shutil.copyfile(src, args.out / name / src.name)
+    copy_rsicd(args.rsicd, args.out)
     write_geotiff(args.ucm / "images" / "storagetanks" / "storagetanks98.jpg",
                   args.out / "geotiff" / "storagetanks98_4band_utm11n.tif")
     print(f"demo written to {args.out}")
+
+
+def copy_rsicd(rsicd: Path, out: Path) -> None:
+    """The first ``RSICD_PICK`` val tiles of each of ``RSICD_TYPES``, into ``out/<type>/``."""
+    images = json.loads((rsicd / "captions.json").read_text())["images"]
+    for name in RSICD_TYPES:
+        picked = [e["filename"] for e in images if e["classname"] == name and e["split"] == "val"][:RSICD_PICK]
+        (out / name).mkdir(parents=True, exist_ok=True)
+        for rel in picked:
+            shutil.copyfile(rsicd / "images" / rel, out / name / Path(rel).name)
 
 
 def write_geotiff(src: Path, dest: Path) -> None:

@@ -158,7 +158,7 @@ def test_bundle_self_test(tmp_path):
     assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
     assert "DUCH Desktop self-test OK" in run.stdout
     assert f"model:   {BUNDLE_DIR / '_internal' / 'resources' / 'models' / 'default'} (64 bits" in run.stdout
-    assert "indexed: 64 tiles (1 georeferenced)" in run.stdout
+    assert "indexed: 94 tiles (1 georeferenced)" in run.stdout
     assert "first 'airplane' tile at rank" in run.stdout
     assert "native platform plugin" in run.stdout and "JPEG thumbnail and SVG icon load" in run.stdout
     assert snapshot(demo) == before, "the self-test wrote into the bundle's demo folder"
