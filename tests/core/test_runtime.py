@@ -169,6 +169,81 @@ def test_a_graph_onnxruntime_rejects_is_exported_again(tiny_resnet, tmp_path):  
     assert runtime.graph_is_valid(graph, first.identity, "image")
 
 
+def test_a_shipped_graph_is_used_as_it_is_and_one_that_does_not_verify_is_passed_over_untouched(
+        tiny_resnet, tmp_path, monkeypatch, caplog):  # noqa: F811
+    from duch_desktop.core.model import onnx_encoders
+    from tests.conftest import snapshot
+
+    shipped, cache = tmp_path / "shipped", tmp_path / "cache"
+    monkeypatch.setattr(runtime, "shipped_graph_dir", lambda: shipped)
+    torch_enc = encoders.load_image_encoder(str(tiny_resnet), device="cpu", runtime="torch")
+    graph = runtime.ship_graph(torch_enc.identity, "image", lambda d: onnx_encoders.export_image(torch_enc, d), shipped)
+    export = onnx_encoders.export_image
+    # The installed app: other exporter versions (or no exporter) than the build machine's.
+    monkeypatch.setattr(runtime, "exporter_version", lambda: "torch.onnx-dynamo;torch=?;onnxscript=?;format=1")
+
+    def no_export(*_):
+        raise AssertionError("exported although a valid graph is shipped")
+
+    monkeypatch.setattr(onnx_encoders, "export_image", no_export)
+    before = snapshot(shipped)
+    enc = encoders.onnx_image_encoder(str(tiny_resnet), cache_dir=cache)
+    imgs = np.random.default_rng(1).integers(0, 256, (2, enc.input_size, enc.input_size, 3), dtype=np.uint8)
+    expected = torch_enc.encode(imgs)
+    assert np.abs(enc.encode(imgs) - expected).max() <= 1e-4 * np.abs(expected).max()
+    assert not list(cache.glob("*.onnx")) and snapshot(shipped) == before
+
+    monkeypatch.setattr(onnx_encoders, "export_image", export)
+    damaged = bytearray(graph.read_bytes())
+    damaged[len(damaged) // 2] ^= 0xFF
+    graph.write_bytes(bytes(damaged))
+    before = snapshot(shipped)
+    with caplog.at_level(logging.WARNING, logger="duch_desktop"):
+        enc = encoders.onnx_image_encoder(str(tiny_resnet), cache_dir=cache)
+    assert np.abs(enc.encode(imgs) - expected).max() <= 1e-4 * np.abs(expected).max()
+    assert [p.name for p in cache.glob("*.onnx")] == [runtime.graph_path(enc.identity, "image", cache).name]
+    assert any("does not verify" in r.getMessage() for r in caplog.records)
+    assert snapshot(shipped) == before
+
+    # Junk its sidecar vouches for: only onnxruntime can tell, and the user cache takes over again.
+    graph.write_bytes(b"not a protobuf")
+    meta = json.loads(runtime.sidecar(graph).read_text())
+    runtime.sidecar(graph).write_text(json.dumps({**meta, "sha256": file_sha256(graph)}))
+    assert runtime.shipped_graph(enc.identity, "image") == graph
+    before = snapshot(shipped)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="duch_desktop"):
+        enc = encoders.onnx_image_encoder(str(tiny_resnet), cache_dir=cache)
+    assert np.abs(enc.encode(imgs) - expected).max() <= 1e-4 * np.abs(expected).max()
+    assert any("cannot load the shipped graph" in r.getMessage() for r in caplog.records)
+    assert snapshot(shipped) == before
+
+
+def test_shipped_graphs_are_keyed_by_identity_kind_and_format_not_by_the_exporter(tmp_path, monkeypatch):
+    path = runtime.ship_graph("enc@1", "text", _fake_export([]), tmp_path)
+    assert runtime.shipped_graph("enc@1", "text", tmp_path) == path
+    monkeypatch.setattr(runtime, "exporter_version", lambda: "an exporter of other versions")
+    assert runtime.shipped_graph("enc@1", "text", tmp_path) == path
+    assert not runtime.graph_is_valid(path, "enc@1", "text")  # as a cache entry it would be stale
+    assert runtime.shipped_graph("enc@2", "text", tmp_path) is None
+    assert runtime.shipped_graph("enc@1", "image", tmp_path) is None
+    monkeypatch.setattr(runtime, "EXPORT_FORMAT", runtime.EXPORT_FORMAT + 1)  # the wrappers changed
+    assert runtime.shipped_graph("enc@1", "text", tmp_path) is None
+
+
+def test_the_exporter_missing_says_so_and_auto_falls_back_to_torch(tiny_resnet, tmp_path, monkeypatch, caplog):  # noqa: F811
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # import fails as if not installed
+    monkeypatch.setattr(runtime, "default_graph_dir", lambda: tmp_path)
+    with pytest.raises(UserError, match="ONNX exporter is not installed"):
+        encoders.load_image_encoder(str(tiny_resnet), runtime="onnx")
+    # auto picking onnx for this encoder (the torch twin made for the export stays torch)
+    monkeypatch.setattr(runtime, "choose", lambda name, *a, **k: "torch" if name == "torch" else "onnx")
+    with caplog.at_level(logging.WARNING, logger="duch_desktop"):
+        assert encoders.load_image_encoder(str(tiny_resnet), device="cpu", runtime="auto").runtime == "torch"
+    assert any("ONNX exporter is not installed" in r.getMessage() for r in caplog.records)
+    assert not list(tmp_path.glob("*.onnx"))
+
+
 # --------------------------------------------------------------------------- real weights
 
 def _ucm_sample():

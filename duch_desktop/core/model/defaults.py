@@ -15,10 +15,9 @@ import threading
 from pathlib import Path
 from typing import Callable
 
-from ..files import APP_NAME
+from ..files import APP_NAME, resources_dir
 from ..jobs import UserError
 
-_RESOURCES = Path(__file__).resolve().parents[3] / "resources"
 INDEXES = "indexes"
 
 # identity prefix -> factory(identity) -> encoder
@@ -27,7 +26,7 @@ _ENCODER_FACTORIES: dict[str, Callable[[str], object]] = {}
 
 def default_model_dir() -> Path:
     """The shipped hashing model bundle; :class:`UserError` when there is none."""
-    path = _RESOURCES / "models" / "default"
+    path = resources_dir() / "models" / "default"
     if not (path / "model.json").is_file():
         raise UserError(f"no hashing model found at {path}: train one with `duch train` or pass --model")
     return path
@@ -35,7 +34,7 @@ def default_model_dir() -> Path:
 
 def demo_dir() -> Path:
     """The small demo folder of tiles shipped with the app (``resources/demo``)."""
-    return _RESOURCES / "demo"
+    return resources_dir() / "demo"
 
 
 def data_dir() -> Path:
