@@ -231,7 +231,7 @@ def test_shipped_graphs_are_keyed_by_identity_kind_and_format_not_by_the_exporte
     assert runtime.shipped_graph("enc@1", "text", tmp_path) is None
 
 
-def test_the_exporter_missing_says_so_and_auto_falls_back_to_torch(tiny_resnet, tmp_path, monkeypatch, caplog):  # noqa: F811
+def test_no_exporter_is_one_line_and_auto_falls_back_to_torch(tiny_resnet, tmp_path, monkeypatch, caplog):  # noqa: F811
     monkeypatch.setitem(sys.modules, "onnxscript", None)  # import fails as if not installed
     monkeypatch.setattr(runtime, "default_graph_dir", lambda: tmp_path)
     with pytest.raises(UserError, match="ONNX exporter is not installed"):
@@ -283,8 +283,9 @@ def test_default_encoders_agree_across_runtimes_on_ucm_tiles_and_captions():
             np.testing.assert_array_equal(model.text_codes(ft["onnx"]), model.text_codes(ft["torch"]))
 
 
-def test_cli_runtime_flag_errors_and_info_names_the_runtime(archive, tmp_path, capsys, monkeypatch):
+def test_cli_runtime_flag_errors_and_info_names_the_runtime(archive, tile_folder, tmp_path, capsys, monkeypatch):
     from duch_desktop.cli import main
+    from duch_desktop.core.archive.archive import Archive
 
     monkeypatch.delenv("DUCH_RUNTIME", raising=False)
     assert main(["search", "a lake", "--index-dir", str(archive.index_dir), "--runtime", "tensorrt"]) == 2
@@ -293,7 +294,43 @@ def test_cli_runtime_flag_errors_and_info_names_the_runtime(archive, tmp_path, c
     err = capsys.readouterr().err
     assert "CPU only" in err and len(err.strip().splitlines()) == 1
     assert main(["info", "--index-dir", str(archive.index_dir), "--runtime", "torch"]) == 0
-    assert "runtime: torch" in capsys.readouterr().out
-    assert main(["info", "--index-dir", str(archive.index_dir), "--json"]) == 0
-    expected = "onnx (onnxruntime" if not runtime.cuda_available() else "torch"
-    assert json.loads(capsys.readouterr().out)["runtime"].startswith(expected)
+    assert "runtime: n/a (a plug-in encoder)" in capsys.readouterr().out  # the tests' encoders run themselves
+
+    # The default model's encoders: what loading them would run them on, without loading them.
+    Archive.open(tmp_path / "default", create_root=tile_folder).close()
+
+    def info(*extra: str) -> str:
+        assert main(["info", "--index-dir", str(tmp_path / "default"), "--json", *extra]) == 0
+        return json.loads(capsys.readouterr().out)["runtime"]
+
+    assert info("--runtime", "torch").startswith("torch (")
+    cpu = not runtime.cuda_available()
+    assert info().startswith("onnx (onnxruntime" if cpu else "torch")
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails as if not installed
+    assert "onnxruntime cannot be loaded" in info("--runtime", "onnx")
+    assert info().startswith("torch (") and (info().endswith("onnxruntime unavailable") or not cpu)
+
+
+def test_encoders_describe_what_they_run_on_once_loaded_and_tell_watchers(monkeypatch):
+    from types import SimpleNamespace
+
+    from duch_desktop.core.model import defaults
+
+    class Fallen:  # an encoder auto meant for onnx that loaded on torch
+        runtime, device, dim, identity = "torch", "cpu", 4, "test-fallen"
+
+    monkeypatch.setattr(runtime, "cuda_available", lambda: False)
+    monkeypatch.setattr(defaults, "_ENCODER_FACTORIES", {"test-fallen": lambda _: Fallen()})
+    model = SimpleNamespace(image_encoder="test-fallen", text_encoder=encoders.default_text_identity(), image_dim=4,
+                            text_dim=384, meta={})
+    encs, heard = defaults.Encoders(model, runtime="auto"), []
+    encs.watch(lambda: heard.append(1))
+    encs.watch(lambda: 1 / 0)  # a watcher gone wrong does not fail a load
+    onnx = runtime.describe("auto")
+    assert onnx.startswith("onnx (onnxruntime")
+    assert encs.describe_runtime() == f"{defaults.PLUG_IN} for images; {onnx} for text"
+    assert encs.image.runtime == "torch" and heard == [1]
+    assert encs.describe_runtime() == f"{runtime.describe('torch')} for images; {onnx} for text"
+    encs.use_runtime("torch")  # drops what was loaded: back to what loading would give
+    assert heard == [1, 1]
+    assert encs.describe_runtime() == f"{defaults.PLUG_IN} for images; {runtime.describe('torch')} for text"

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import threading
@@ -19,6 +20,8 @@ from ..files import APP_NAME, resources_dir
 from ..jobs import UserError
 
 INDEXES = "indexes"
+PLUG_IN = "n/a (a plug-in encoder)"  # the runtime of an encoder DUCH did not load: not ours to know
+log = logging.getLogger("duch_desktop")
 
 # identity prefix -> factory(identity) -> encoder
 _ENCODER_FACTORIES: dict[str, Callable[[str], object]] = {}
@@ -137,6 +140,19 @@ class Encoders:
         self._loaded = {"image": image, "text": text}
         self._given = {kind for kind, enc in self._loaded.items() if enc is not None}
         self._lock = threading.Lock()
+        self._watchers: list[Callable[[], None]] = []
+
+    def watch(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` whenever an encoder is loaded or the runtime changes, from the thread
+        that did it (e.g. so a window can say what the encoders really run on)."""
+        self._watchers.append(callback)
+
+    def _changed(self) -> None:
+        for callback in list(self._watchers):
+            try:
+                callback()
+            except Exception:  # noqa: BLE001 - a watcher gone (a closed window) must not fail the load it hears of
+                log.debug("an encoder watcher failed", exc_info=True)
 
     def use_runtime(self, runtime: str | None) -> None:
         """Load the encoders on ``runtime`` from now on (None: the default); given encoders stay.
@@ -146,14 +162,39 @@ class Encoders:
             for kind in self._loaded:
                 if kind not in self._given:
                     self._loaded[kind] = None
+        self._changed()
 
     def _get(self, kind: str, load):
         with self._lock:
-            if self._loaded[kind] is None:
+            enc = self._loaded[kind]
+            fresh = enc is None
+            if fresh:
                 enc = load(encoder_spec(self.model, kind), self.runtime)
                 check_encoder_dim(enc, getattr(self.model, f"{kind}_dim"), kind)
                 self._loaded[kind] = enc
-            return self._loaded[kind]
+        if fresh:
+            self._changed()
+        return enc
+
+    def describe_runtime(self) -> str:
+        """What the encoders run on: loaded ones as they really are (an auto that fell back to
+        torch says torch), the others as loading them now would; one text when both agree."""
+        from . import encoders, runtime
+
+        # No lock: a load holds it for as long as an export takes (a minute), and a window asks.
+        loaded = dict(self._loaded)
+        parts = {}
+        for kind, enc in loaded.items():
+            spec = encoder_spec(self.model, kind)
+            if enc is not None:
+                parts[kind] = runtime.describe_encoder(enc) or PLUG_IN
+            elif has_encoder_factory(spec):
+                parts[kind] = PLUG_IN
+            else:
+                parts[kind] = runtime.describe(self.runtime, exportable=encoders.auto_exports(spec, kind))
+        if parts["image"] == parts["text"]:
+            return parts["image"]
+        return f"{parts['image']} for images; {parts['text']} for text"
 
     @property
     def image(self):

@@ -334,7 +334,7 @@ def load_image_encoder(spec: str | None = None, device: str | None = None, runti
     """``spec``: 'efficientnet-lite0' (default) or a local HF vision model directory; ``runtime``:
     auto/onnx/torch (None: :func:`runtime.default_runtime`)."""
     spec = spec or DEFAULT_IMAGE_ENCODER
-    if runtimes.choose(runtime, device, exportable=spec == DEFAULT_IMAGE_ENCODER) == "onnx":
+    if runtimes.choose(runtime, device, exportable=auto_exports(spec, "image")) == "onnx":
         enc = _on_onnx(lambda: onnx_image_encoder(spec), runtime)
         if enc is not None:
             return enc
@@ -352,11 +352,18 @@ def load_text_encoder(spec: str | None = None, device: str | None = None,
         raise UserError(f"unknown text pooling {pooling!r}; known: {', '.join(POOLINGS)}")
     default = spec == DEFAULT_TEXT_ENCODER
     path, ident = (default_text_model_dir(), default_text_identity()) if default else (Path(spec), None)
-    if runtimes.choose(runtime, device, exportable=default) == "onnx":
+    if runtimes.choose(runtime, device, exportable=auto_exports(spec, "text")) == "onnx":
         enc = _on_onnx(lambda: onnx_text_encoder(path, ident, pooling), runtime)
         if enc is not None:
             return enc
     return HFTextEncoder(path, device, identity=ident, pooling=pooling)
+
+
+def auto_exports(spec: str, kind: str) -> bool:
+    """Whether the auto runtime runs the ``kind`` encoder ``spec`` (a spec or an identity) on onnx:
+    the default encoders only, whose export is tested."""
+    default = DEFAULT_IMAGE_ENCODER if kind == "image" else DEFAULT_TEXT_ENCODER
+    return encoder_spec_from_identity(spec or default) == default
 
 
 def onnx_image_encoder(spec: str, cache_dir=None):

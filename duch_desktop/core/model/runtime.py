@@ -111,14 +111,41 @@ def onnxruntime():
     return ort
 
 
-def describe(runtime: str | None = None, device: str | None = None) -> str:
-    """What the default encoders run on with ``runtime``, e.g. ``onnx (onnxruntime 1.32.0, CPU, 2 threads)``."""
+def describe(runtime: str | None = None, device: str | None = None, exportable: bool = True) -> str:
+    """What loading an encoder on ``runtime`` would run it on, e.g. ``onnx (onnxruntime 1.32.0, CPU,
+    2 threads)``; ``exportable`` as for :func:`choose` (the default encoders are). Under auto, an
+    onnxruntime that cannot be imported means torch, as it will when the encoders load."""
     try:
-        kind = choose(runtime, device, exportable=True)
+        kind = choose(runtime, device, exportable)
     except UserError as e:
         return str(e)
     if kind == "onnx":
-        return f"onnx (onnxruntime {_version('onnxruntime')}, CPU, {cpu_threads()} threads)"
+        try:
+            onnxruntime()
+        except UserError as e:
+            if check_runtime(runtime or default_runtime()) != "auto":
+                return str(e)
+            return f"{_torch_text(device)}, onnxruntime unavailable"
+        return _onnx_text()
+    return _torch_text(device)
+
+
+def describe_encoder(encoder) -> str | None:
+    """What a loaded encoder really runs on (one that fell back from onnx says torch); None for an
+    encoder that names no runtime (a plug-in's, a test's)."""
+    kind = getattr(encoder, "runtime", None)
+    if kind == "onnx":
+        return _onnx_text()
+    if kind == "torch":
+        return _torch_text(str(getattr(encoder, "device", None) or "cpu"))
+    return None
+
+
+def _onnx_text() -> str:
+    return f"onnx (onnxruntime {_version('onnxruntime')}, CPU, {cpu_threads()} threads)"
+
+
+def _torch_text(device: str | None) -> str:
     return f"torch ({_version('torch')}, {device or ('cuda' if cuda_available() else 'cpu')})"
 
 
