@@ -128,6 +128,8 @@ def test_tiny_image_model_on_onnx_matches_torch(tiny_resnet, tmp_path):  # noqa:
     assert np.abs(a - b).max() <= 1e-4 * np.abs(b).max()
     assert onnx.encode(imgs[:1]).shape == (1, onnx.dim)  # the batch axis is dynamic
     assert onnx.runtime == "onnx" and torch_enc.runtime == "torch"
+    spinning = onnx._session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
+    assert spinning == "0" and not runtime.INTRA_OP_SPINNING  # idle threads sleep (see runtime.INTRA_OP_SPINNING)
 
 
 def test_tiny_text_model_on_onnx_matches_torch_for_both_poolings(tiny_bert, tmp_path, monkeypatch):  # noqa: F811
