@@ -254,8 +254,9 @@ def cmd_info(args) -> int:
     with _open_archive(args) as archive:
         stats, errors = archive.stats(), archive.errors() if args.errors else None
         skipped = archive.skipped() if args.errors else []
+        on = archive.describe_runtime()  # for this index's encoders, as loading them would (nothing loads)
     cut = stats.chip_options
-    stats = {**stats.to_dict(), "runtime": runtime.describe(args.runtime)}
+    stats = {**stats.to_dict(), "runtime": on}
     if args.json:
         listed = ({"error_files": [list(e) for e in errors], "skipped_paths": [list(e) for e in skipped]}
                   if args.errors else {})

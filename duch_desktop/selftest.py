@@ -34,7 +34,7 @@ class SelfTestResult:
     bits: int
     image_encoder: str
     text_encoder: str
-    device: str
+    device: str  # what the encoders loaded for the test really run on (onnx, torch and its device)
     folder: str
     tiles: int
     georeferenced: int  # indexed tiles with a footprint (proves GDAL/PROJ data are there)
@@ -65,18 +65,6 @@ class SelfTestResult:
 def _matches(rel: str, expect: str) -> bool:
     """A hit matches when its first path component (the demo's class folder) is ``expect``."""
     return rel.replace("\\", "/").split("/", 1)[0] == expect
-
-
-def _device(encoder) -> str:
-    if getattr(encoder, "runtime", None) == "onnx":
-        from .core.model.runtime import describe
-
-        return describe("onnx")
-    import torch
-
-    dev = getattr(encoder, "device", None)
-    name = str(dev) if dev is not None else "n/a"
-    return f"{name} (torch {torch.__version__}, {torch.get_num_threads()} threads)"
 
 
 def run_self_test(folder: str | os.PathLike | None = None, model=None, image_encoder=None, text_encoder=None,
@@ -132,8 +120,8 @@ def run_self_test(folder: str | os.PathLike | None = None, model=None, image_enc
             extra = (extra_check(archive, hits) or []) if extra_check is not None else []
             return SelfTestResult(
                 model=model_label, bits=int(archive.model.bits), image_encoder=str(image_enc.identity),
-                text_encoder=str(text_enc.identity), device=_device(image_enc), folder=str(folder), tiles=tiles,
-                georeferenced=georef, index_s=index_s, load_s=load_s, query=query, query_ms=query_ms,
+                text_encoder=str(text_enc.identity), device=archive.describe_runtime(), folder=str(folder),
+                tiles=tiles, georeferenced=georef, index_s=index_s, load_s=load_s, query=query, query_ms=query_ms,
                 top=[h.rel for h in hits], top_distance=int(hits[0].distance), expect=expect, expect_rank=rank,
                 extra=list(extra))
         finally:

@@ -2,7 +2,8 @@
 
 The fast tests drive the Qt-free self-test on the tiny model and fixtures. The ``packaging``
 test runs ``packaging/dist/duch-desktop/duch-desktop --self-test`` offscreen when that bundle
-exists, after building it first when ``DUCH_BUILD_BUNDLE=1`` (``packaging/build_linux.sh``).
+exists, after building it first when ``DUCH_BUILD_BUNDLE=1`` (``packaging/build_linux.sh``), and
+checks that its encoders run on onnxruntime from the graphs it ships (read-only, none exported).
 """
 from __future__ import annotations
 
@@ -143,7 +144,13 @@ def test_bundle_self_test(tmp_path):
         pytest.skip(f"no bundle at {BUNDLE_DIR}: run packaging/build_linux.sh (or set DUCH_BUILD_BUNDLE=1)")
     assert BUNDLE_EXE.is_file(), f"the build made no {BUNDLE_EXE}"
     demo = BUNDLE_DIR / "_internal" / "resources" / "demo"
-    before = snapshot(demo)
+    graphs = BUNDLE_DIR / "_internal" / "resources" / "onnx"
+    before, graphs_before = snapshot(demo), snapshot(graphs)
+    assert sorted(p.suffix for p in graphs.iterdir()) == [".json", ".json", ".onnx", ".onnx"], graphs_before
+    # onnxruntime is in, the exporter is not: the encoders can only run on onnx from the shipped graphs
+    internal = BUNDLE_DIR / "_internal"
+    assert (internal / "onnxruntime").is_dir() and not (internal / "onnxscript").exists()
+    assert not (internal / "onnx").exists()
     # A bare environment: no repository sources, no user data, no display.
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "DISPLAY",
                                                              "WAYLAND_DISPLAY")}
@@ -157,11 +164,14 @@ def test_bundle_self_test(tmp_path):
     print(f"bundle: {BUNDLE_DIR} {_bundle_size(BUNDLE_DIR) / 2**20:.0f} MiB; self-test ran {took:.0f} s")
     assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
     assert "DUCH Desktop self-test OK" in run.stdout
+    assert "device:  onnx (onnxruntime " in run.stdout, "the bundle's encoders do not run on onnxruntime"
     assert f"model:   {BUNDLE_DIR / '_internal' / 'resources' / 'models' / 'default'} (64 bits" in run.stdout
     assert "indexed: 94 tiles (1 georeferenced)" in run.stdout
     assert "first 'airplane' tile at rank" in run.stdout
     assert "native platform plugin" in run.stdout and "JPEG thumbnail and SVG icon load" in run.stdout
     assert snapshot(demo) == before, "the self-test wrote into the bundle's demo folder"
+    assert snapshot(graphs) == graphs_before, "the self-test wrote into the bundle's ONNX graphs"
+    assert not list(tmp_path.rglob("*.onnx")), "the bundle exported a graph instead of using its own"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith("duch-selftest-")] == []
     cli = BUNDLE_DIR / "duch"
     if cli.exists():  # the CLI: the same executable started as `duch`

@@ -1,4 +1,5 @@
-"""File helpers every room shares: atomic writes, paths shown as text, the user cache dir.
+"""File helpers every room shares: atomic writes, paths shown as text, the user cache dir, the
+installation's resources folder.
 
 Every file the app writes (model bundles, faiss files, thumbnails, feature caches, exports,
 results) goes through :func:`atomic_path`: a temp file ``.<name>.<random>.tmp`` in the same
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Iterator
 
 APP_NAME = "duch-desktop"  # names the per-user data, cache and settings folders
+# The repository's resources/, or the bundle's: PyInstaller puts the package and resources/ side by side too.
+_RESOURCES = Path(__file__).resolve().parents[2] / "resources"
 
 
 def _umask() -> int:
@@ -73,3 +76,8 @@ def user_cache(sub: str) -> Path:
     from platformdirs import user_cache_dir
 
     return Path(user_cache_dir(APP_NAME)) / sub
+
+
+def resources_dir() -> Path:
+    """The installation's read-only ``resources`` folder (default model, demo, icons, shipped ONNX graphs)."""
+    return _RESOURCES

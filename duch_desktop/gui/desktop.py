@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 from PySide6.QtCore import QProcess, QUrl
 from PySide6.QtGui import QDesktopServices
 
+from duch_desktop.core.model.runtime import describe as describe_runtime
+
 if TYPE_CHECKING:
     from duch_desktop.core.archive.records import ArchiveStats
 
@@ -46,6 +48,13 @@ def device_description() -> str:
     except Exception:  # noqa: BLE001 - the status bar must never break the window
         pass
     return "CPU"
+
+
+def runtime_description(archive: Any) -> str:
+    """What the encoders of ``archive`` run on (loaded ones as they really are), else what the
+    runtime setting would give the default encoders."""
+    describe = getattr(archive, "describe_runtime", None)
+    return describe() if describe is not None else describe_runtime()
 
 
 def default_opener(index_dir: Path, create_root: Path | None = None, **kwargs: Any):

@@ -12,7 +12,7 @@ from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QMessageBox, QTableWidget, QTableWidgetItem,
                                QVBoxLayout)
 
-from .desktop import device_description
+from .desktop import device_description, runtime_description
 
 EXTRA_KEYS = [("Enter (in the search box)", "Search"),
               ("Enter / double-click (on a result)", "Open the file with the system viewer"),
@@ -54,9 +54,7 @@ def about_rows(window) -> list[tuple[str, str]]:
                  ("Encoders", f"{model.image_encoder} (images), {model.text_encoder} (text)")]
     else:
         rows.append(("Model", "the default model (open a folder to see the one in use)"))
-    from duch_desktop.core.model.runtime import describe
-
-    rows.append(("Runtime", describe()))  # what the encoders run on (onnxruntime or torch)
+    rows.append(("Runtime", runtime_description(archive)))  # what the encoders run on (onnxruntime or torch)
     rows.append(("Device", device_description()))
     return rows
 

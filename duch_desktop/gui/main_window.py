@@ -12,10 +12,11 @@ from PySide6.QtGui import QCloseEvent, QGuiApplication
 from PySide6.QtWidgets import (QFileDialog, QLabel, QMainWindow, QSplitter, QStackedWidget, QTabBar,
                                QVBoxLayout, QWidget)
 
-from duch_desktop.core.model.runtime import describe as describe_runtime, set_default_runtime
+from duch_desktop.core.model.runtime import set_default_runtime
 
 from .desktop import (NO_FOLDER, NO_IMAGES, NO_INDEX, NO_READABLE, PICK_A_RESULT, READY, STALE, default_index_dir,
-                      default_opener, device_description, open_with_system, reveal_in_file_manager, stats_text)
+                      default_opener, device_description, open_with_system, reveal_in_file_manager,
+                      runtime_description, stats_text)
 from .detail import SCENE_PREVIEW, DetailPane
 from .map_view import MapPanel
 from .menus import MenusMixin
@@ -46,6 +47,7 @@ class MainWindow(MenusMixin, SearchMixin, IndexingMixin, IndexOptionsMixin, Trai
     search_failed = Signal(str)
     details_shown = Signal(int)
     scene_shown = Signal(int)
+    encoders_changed = Signal()  # from any thread: an encoder was loaded or the runtime changed
 
     def __init__(self, settings: Settings | None = None, archive_options: dict | None = None,
                  index_options: dict | None = None, index_dir: str | Path | None = None,
@@ -154,13 +156,18 @@ class MainWindow(MenusMixin, SearchMixin, IndexingMixin, IndexOptionsMixin, Trai
         self.errors_dock.hide()
 
         set_default_runtime(self.settings.runtime())
+        self._device = device_description()
         self.device_label = QLabel(self._device_text())
         self.archive_label = QLabel("No index")
         self.statusBar().addPermanentWidget(self.archive_label)
         self.statusBar().addPermanentWidget(self.device_label)
+        self.encoders_changed.connect(self._show_runtime)  # queued onto the UI thread when a worker loads
 
     def _device_text(self) -> str:
-        return f"Device: {device_description()} · Runtime: {describe_runtime()}"
+        return f"Device: {self._device} · Runtime: {runtime_description(self.archive)}"
+
+    def _show_runtime(self) -> None:
+        self.device_label.setText(self._device_text())
 
     def set_runtime(self, name: str) -> None:
         """Run the encoders on ``name`` (auto/onnx/torch) from now on; remembered in the settings."""
@@ -168,7 +175,10 @@ class MainWindow(MenusMixin, SearchMixin, IndexingMixin, IndexOptionsMixin, Trai
         set_default_runtime(name)
         if self.archive is not None and hasattr(self.archive, "use_runtime"):
             self.archive.use_runtime(None)  # None: the default just set
-        self.device_label.setText(self._device_text())
+            # Load the text encoder again now: the next search does not wait, and the status bar
+            # says what it really runs on (an onnx that cannot load falls back to torch under auto).
+            self.warmer.submit(lambda a=self.archive: a.text_encoder)
+        self._show_runtime()
 
     def _update_actions(self) -> None:
         indexing = self.is_indexing()
@@ -369,6 +379,10 @@ class MainWindow(MenusMixin, SearchMixin, IndexingMixin, IndexOptionsMixin, Trai
         self.setWindowTitle(f"{self.folder.name} — DUCH Desktop")
         self.search_bar.set_bits(archive.model.bits)
         self.thumbs.set_source(lambda tile_id, a=archive: a.thumbnail(tile_id))  # 256 px, shared with the CLI
+        watch = getattr(archive, "watch_encoders", None)
+        if watch is not None:
+            watch(self.encoders_changed.emit)
+        self._show_runtime()
         # Load the text encoder now, in the background, so the first search does not wait for it.
         self.warmer.submit(lambda a=archive: a.text_encoder)
         self.archive_opened.emit()
@@ -400,6 +414,7 @@ class MainWindow(MenusMixin, SearchMixin, IndexingMixin, IndexOptionsMixin, Trai
         self.last_query, self._last_request = None, None
         self._new_index, self._options_pending = False, None
         self._update_actions()
+        self._show_runtime()
 
     def _refresh_stats(self) -> None:
         archive, generation = self.archive, self._generation

@@ -128,6 +128,8 @@ def test_tiny_image_model_on_onnx_matches_torch(tiny_resnet, tmp_path):  # noqa:
     assert np.abs(a - b).max() <= 1e-4 * np.abs(b).max()
     assert onnx.encode(imgs[:1]).shape == (1, onnx.dim)  # the batch axis is dynamic
     assert onnx.runtime == "onnx" and torch_enc.runtime == "torch"
+    spinning = onnx._session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
+    assert spinning == "0" and not runtime.INTRA_OP_SPINNING  # idle threads sleep (see runtime.INTRA_OP_SPINNING)
 
 
 def test_tiny_text_model_on_onnx_matches_torch_for_both_poolings(tiny_bert, tmp_path, monkeypatch):  # noqa: F811
@@ -169,6 +171,81 @@ def test_a_graph_onnxruntime_rejects_is_exported_again(tiny_resnet, tmp_path):  
     assert runtime.graph_is_valid(graph, first.identity, "image")
 
 
+def test_a_shipped_graph_is_used_as_it_is_and_one_that_does_not_verify_is_passed_over_untouched(
+        tiny_resnet, tmp_path, monkeypatch, caplog):  # noqa: F811
+    from duch_desktop.core.model import onnx_encoders
+    from tests.conftest import snapshot
+
+    shipped, cache = tmp_path / "shipped", tmp_path / "cache"
+    monkeypatch.setattr(runtime, "shipped_graph_dir", lambda: shipped)
+    torch_enc = encoders.load_image_encoder(str(tiny_resnet), device="cpu", runtime="torch")
+    graph = runtime.ship_graph(torch_enc.identity, "image", lambda d: onnx_encoders.export_image(torch_enc, d), shipped)
+    export = onnx_encoders.export_image
+    # The installed app: other exporter versions (or no exporter) than the build machine's.
+    monkeypatch.setattr(runtime, "exporter_version", lambda: "torch.onnx-dynamo;torch=?;onnxscript=?;format=1")
+
+    def no_export(*_):
+        raise AssertionError("exported although a valid graph is shipped")
+
+    monkeypatch.setattr(onnx_encoders, "export_image", no_export)
+    before = snapshot(shipped)
+    enc = encoders.onnx_image_encoder(str(tiny_resnet), cache_dir=cache)
+    imgs = np.random.default_rng(1).integers(0, 256, (2, enc.input_size, enc.input_size, 3), dtype=np.uint8)
+    expected = torch_enc.encode(imgs)
+    assert np.abs(enc.encode(imgs) - expected).max() <= 1e-4 * np.abs(expected).max()
+    assert not list(cache.glob("*.onnx")) and snapshot(shipped) == before
+
+    monkeypatch.setattr(onnx_encoders, "export_image", export)
+    damaged = bytearray(graph.read_bytes())
+    damaged[len(damaged) // 2] ^= 0xFF
+    graph.write_bytes(bytes(damaged))
+    before = snapshot(shipped)
+    with caplog.at_level(logging.WARNING, logger="duch_desktop"):
+        enc = encoders.onnx_image_encoder(str(tiny_resnet), cache_dir=cache)
+    assert np.abs(enc.encode(imgs) - expected).max() <= 1e-4 * np.abs(expected).max()
+    assert [p.name for p in cache.glob("*.onnx")] == [runtime.graph_path(enc.identity, "image", cache).name]
+    assert any("does not verify" in r.getMessage() for r in caplog.records)
+    assert snapshot(shipped) == before
+
+    # Junk its sidecar vouches for: only onnxruntime can tell, and the user cache takes over again.
+    graph.write_bytes(b"not a protobuf")
+    meta = json.loads(runtime.sidecar(graph).read_text())
+    runtime.sidecar(graph).write_text(json.dumps({**meta, "sha256": file_sha256(graph)}))
+    assert runtime.shipped_graph(enc.identity, "image") == graph
+    before = snapshot(shipped)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="duch_desktop"):
+        enc = encoders.onnx_image_encoder(str(tiny_resnet), cache_dir=cache)
+    assert np.abs(enc.encode(imgs) - expected).max() <= 1e-4 * np.abs(expected).max()
+    assert any("cannot load the shipped graph" in r.getMessage() for r in caplog.records)
+    assert snapshot(shipped) == before
+
+
+def test_shipped_graphs_are_keyed_by_identity_kind_and_format_not_by_the_exporter(tmp_path, monkeypatch):
+    path = runtime.ship_graph("enc@1", "text", _fake_export([]), tmp_path)
+    assert runtime.shipped_graph("enc@1", "text", tmp_path) == path
+    monkeypatch.setattr(runtime, "exporter_version", lambda: "an exporter of other versions")
+    assert runtime.shipped_graph("enc@1", "text", tmp_path) == path
+    assert not runtime.graph_is_valid(path, "enc@1", "text")  # as a cache entry it would be stale
+    assert runtime.shipped_graph("enc@2", "text", tmp_path) is None
+    assert runtime.shipped_graph("enc@1", "image", tmp_path) is None
+    monkeypatch.setattr(runtime, "EXPORT_FORMAT", runtime.EXPORT_FORMAT + 1)  # the wrappers changed
+    assert runtime.shipped_graph("enc@1", "text", tmp_path) is None
+
+
+def test_no_exporter_is_one_line_and_auto_falls_back_to_torch(tiny_resnet, tmp_path, monkeypatch, caplog):  # noqa: F811
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # import fails as if not installed
+    monkeypatch.setattr(runtime, "default_graph_dir", lambda: tmp_path)
+    with pytest.raises(UserError, match="ONNX exporter is not installed"):
+        encoders.load_image_encoder(str(tiny_resnet), runtime="onnx")
+    # auto picking onnx for this encoder (the torch twin made for the export stays torch)
+    monkeypatch.setattr(runtime, "choose", lambda name, *a, **k: "torch" if name == "torch" else "onnx")
+    with caplog.at_level(logging.WARNING, logger="duch_desktop"):
+        assert encoders.load_image_encoder(str(tiny_resnet), device="cpu", runtime="auto").runtime == "torch"
+    assert any("ONNX exporter is not installed" in r.getMessage() for r in caplog.records)
+    assert not list(tmp_path.glob("*.onnx"))
+
+
 # --------------------------------------------------------------------------- real weights
 
 def _ucm_sample():
@@ -208,8 +285,9 @@ def test_default_encoders_agree_across_runtimes_on_ucm_tiles_and_captions():
             np.testing.assert_array_equal(model.text_codes(ft["onnx"]), model.text_codes(ft["torch"]))
 
 
-def test_cli_runtime_flag_errors_and_info_names_the_runtime(archive, tmp_path, capsys, monkeypatch):
+def test_cli_runtime_flag_errors_and_info_names_the_runtime(archive, tile_folder, tmp_path, capsys, monkeypatch):
     from duch_desktop.cli import main
+    from duch_desktop.core.archive.archive import Archive
 
     monkeypatch.delenv("DUCH_RUNTIME", raising=False)
     assert main(["search", "a lake", "--index-dir", str(archive.index_dir), "--runtime", "tensorrt"]) == 2
@@ -218,7 +296,43 @@ def test_cli_runtime_flag_errors_and_info_names_the_runtime(archive, tmp_path, c
     err = capsys.readouterr().err
     assert "CPU only" in err and len(err.strip().splitlines()) == 1
     assert main(["info", "--index-dir", str(archive.index_dir), "--runtime", "torch"]) == 0
-    assert "runtime: torch" in capsys.readouterr().out
-    assert main(["info", "--index-dir", str(archive.index_dir), "--json"]) == 0
-    expected = "onnx (onnxruntime" if not runtime.cuda_available() else "torch"
-    assert json.loads(capsys.readouterr().out)["runtime"].startswith(expected)
+    assert "runtime: n/a (a plug-in encoder)" in capsys.readouterr().out  # the tests' encoders run themselves
+
+    # The default model's encoders: what loading them would run them on, without loading them.
+    Archive.open(tmp_path / "default", create_root=tile_folder).close()
+
+    def info(*extra: str) -> str:
+        assert main(["info", "--index-dir", str(tmp_path / "default"), "--json", *extra]) == 0
+        return json.loads(capsys.readouterr().out)["runtime"]
+
+    assert info("--runtime", "torch").startswith("torch (")
+    cpu = not runtime.cuda_available()
+    assert info().startswith("onnx (onnxruntime" if cpu else "torch")
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails as if not installed
+    assert "onnxruntime cannot be loaded" in info("--runtime", "onnx")
+    assert info().startswith("torch (") and (info().endswith("onnxruntime unavailable") or not cpu)
+
+
+def test_encoders_describe_what_they_run_on_once_loaded_and_tell_watchers(monkeypatch):
+    from types import SimpleNamespace
+
+    from duch_desktop.core.model import defaults
+
+    class Fallen:  # an encoder auto meant for onnx that loaded on torch
+        runtime, device, dim, identity = "torch", "cpu", 4, "test-fallen"
+
+    monkeypatch.setattr(runtime, "cuda_available", lambda: False)
+    monkeypatch.setattr(defaults, "_ENCODER_FACTORIES", {"test-fallen": lambda _: Fallen()})
+    model = SimpleNamespace(image_encoder="test-fallen", text_encoder=encoders.default_text_identity(), image_dim=4,
+                            text_dim=384, meta={})
+    encs, heard = defaults.Encoders(model, runtime="auto"), []
+    encs.watch(lambda: heard.append(1))
+    encs.watch(lambda: 1 / 0)  # a watcher gone wrong does not fail a load
+    onnx = runtime.describe("auto")
+    assert onnx.startswith("onnx (onnxruntime")
+    assert encs.describe_runtime() == f"{defaults.PLUG_IN} for images; {onnx} for text"
+    assert encs.image.runtime == "torch" and heard == [1]
+    assert encs.describe_runtime() == f"{runtime.describe('torch')} for images; {onnx} for text"
+    encs.use_runtime("torch")  # drops what was loaded: back to what loading would give
+    assert heard == [1, 1]
+    assert encs.describe_runtime() == f"{defaults.PLUG_IN} for images; {runtime.describe('torch')} for text"

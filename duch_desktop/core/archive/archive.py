@@ -122,6 +122,14 @@ class Archive:
         """Load the encoders on ``runtime`` from now on (None: the default); see :meth:`Encoders.use_runtime`."""
         self.encoders.use_runtime(runtime)
 
+    def describe_runtime(self) -> str:
+        """What the encoders run on, or will once loaded (see :meth:`Encoders.describe_runtime`)."""
+        return self.encoders.describe_runtime()
+
+    def watch_encoders(self, callback) -> None:
+        """Call ``callback()`` whenever an encoder is loaded or the runtime changes (any thread)."""
+        self.encoders.watch(callback)
+
     @property
     def image_encoder(self):
         return self.encoders.image

@@ -9,17 +9,19 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import threading
 from pathlib import Path
 from typing import Callable
 
-from ..files import APP_NAME
+from ..files import APP_NAME, resources_dir
 from ..jobs import UserError
 
-_RESOURCES = Path(__file__).resolve().parents[3] / "resources"
 INDEXES = "indexes"
+PLUG_IN = "n/a (a plug-in encoder)"  # the runtime of an encoder DUCH did not load: not ours to know
+log = logging.getLogger("duch_desktop")
 
 # identity prefix -> factory(identity) -> encoder
 _ENCODER_FACTORIES: dict[str, Callable[[str], object]] = {}
@@ -27,7 +29,7 @@ _ENCODER_FACTORIES: dict[str, Callable[[str], object]] = {}
 
 def default_model_dir() -> Path:
     """The shipped hashing model bundle; :class:`UserError` when there is none."""
-    path = _RESOURCES / "models" / "default"
+    path = resources_dir() / "models" / "default"
     if not (path / "model.json").is_file():
         raise UserError(f"no hashing model found at {path}: train one with `duch train` or pass --model")
     return path
@@ -35,7 +37,7 @@ def default_model_dir() -> Path:
 
 def demo_dir() -> Path:
     """The small demo folder of tiles shipped with the app (``resources/demo``)."""
-    return _RESOURCES / "demo"
+    return resources_dir() / "demo"
 
 
 def data_dir() -> Path:
@@ -138,6 +140,19 @@ class Encoders:
         self._loaded = {"image": image, "text": text}
         self._given = {kind for kind, enc in self._loaded.items() if enc is not None}
         self._lock = threading.Lock()
+        self._watchers: list[Callable[[], None]] = []
+
+    def watch(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` whenever an encoder is loaded or the runtime changes, from the thread
+        that did it (e.g. so a window can say what the encoders really run on)."""
+        self._watchers.append(callback)
+
+    def _changed(self) -> None:
+        for callback in list(self._watchers):
+            try:
+                callback()
+            except Exception:  # noqa: BLE001 - a watcher gone (a closed window) must not fail the load it hears of
+                log.debug("an encoder watcher failed", exc_info=True)
 
     def use_runtime(self, runtime: str | None) -> None:
         """Load the encoders on ``runtime`` from now on (None: the default); given encoders stay.
@@ -147,14 +162,39 @@ class Encoders:
             for kind in self._loaded:
                 if kind not in self._given:
                     self._loaded[kind] = None
+        self._changed()
 
     def _get(self, kind: str, load):
         with self._lock:
-            if self._loaded[kind] is None:
+            enc = self._loaded[kind]
+            fresh = enc is None
+            if fresh:
                 enc = load(encoder_spec(self.model, kind), self.runtime)
                 check_encoder_dim(enc, getattr(self.model, f"{kind}_dim"), kind)
                 self._loaded[kind] = enc
-            return self._loaded[kind]
+        if fresh:
+            self._changed()
+        return enc
+
+    def describe_runtime(self) -> str:
+        """What the encoders run on: loaded ones as they really are (an auto that fell back to
+        torch says torch), the others as loading them now would; one text when both agree."""
+        from . import encoders, runtime
+
+        # No lock: a load holds it for as long as an export takes (a minute), and a window asks.
+        loaded = dict(self._loaded)
+        parts = {}
+        for kind, enc in loaded.items():
+            spec = encoder_spec(self.model, kind)
+            if enc is not None:
+                parts[kind] = runtime.describe_encoder(enc) or PLUG_IN
+            elif has_encoder_factory(spec):
+                parts[kind] = PLUG_IN
+            else:
+                parts[kind] = runtime.describe(self.runtime, exportable=encoders.auto_exports(spec, kind))
+        if parts["image"] == parts["text"]:
+            return parts["image"]
+        return f"{parts['image']} for images; {parts['text']} for text"
 
     @property
     def image(self):

@@ -334,7 +334,7 @@ def load_image_encoder(spec: str | None = None, device: str | None = None, runti
     """``spec``: 'efficientnet-lite0' (default) or a local HF vision model directory; ``runtime``:
     auto/onnx/torch (None: :func:`runtime.default_runtime`)."""
     spec = spec or DEFAULT_IMAGE_ENCODER
-    if runtimes.choose(runtime, device, exportable=spec == DEFAULT_IMAGE_ENCODER) == "onnx":
+    if runtimes.choose(runtime, device, exportable=auto_exports(spec, "image")) == "onnx":
         enc = _on_onnx(lambda: onnx_image_encoder(spec), runtime)
         if enc is not None:
             return enc
@@ -352,11 +352,18 @@ def load_text_encoder(spec: str | None = None, device: str | None = None,
         raise UserError(f"unknown text pooling {pooling!r}; known: {', '.join(POOLINGS)}")
     default = spec == DEFAULT_TEXT_ENCODER
     path, ident = (default_text_model_dir(), default_text_identity()) if default else (Path(spec), None)
-    if runtimes.choose(runtime, device, exportable=default) == "onnx":
+    if runtimes.choose(runtime, device, exportable=auto_exports(spec, "text")) == "onnx":
         enc = _on_onnx(lambda: onnx_text_encoder(path, ident, pooling), runtime)
         if enc is not None:
             return enc
     return HFTextEncoder(path, device, identity=ident, pooling=pooling)
+
+
+def auto_exports(spec: str, kind: str) -> bool:
+    """Whether the auto runtime runs the ``kind`` encoder ``spec`` (a spec or an identity) on onnx:
+    the default encoders only, whose export is tested."""
+    default = DEFAULT_IMAGE_ENCODER if kind == "image" else DEFAULT_TEXT_ENCODER
+    return encoder_spec_from_identity(spec or default) == default
 
 
 def onnx_image_encoder(spec: str, cache_dir=None):
@@ -382,6 +389,39 @@ def onnx_text_encoder(path: Path, identity: str | None, pooling: str, cache_dir=
     base = identity or _dir_identity(path)
     return OnnxTextEncoder(path, with_pooling(base, pooling), base, pooling, MAX_TOKENS,
                            lambda: HFTextEncoder(path, "cpu", identity=base), cache_dir)
+
+
+def ship_default_graphs(folder: str | os.PathLike) -> list[Path]:
+    """Build time (packaging/duch-desktop.spec): export the default encoders' graphs into ``folder``,
+    a shipped-graphs folder to be (see :func:`runtime.shipped_graph`), and check that each gives its
+    PyTorch encoder's features; returns the graphs and their sidecars, the files to ship."""
+    from .onnx_encoders import TEXT_OUTPUTS, export_image, export_text
+
+    import torch
+
+    image = EfficientNetLiteEncoder("cpu")
+    text = HFTextEncoder(default_text_model_dir(), "cpu", identity=default_text_identity())
+    base = default_text_identity()
+    graphs = {"image": runtimes.ship_graph(image.identity, "image", lambda dest: export_image(image, dest), folder),
+              "text": runtimes.ship_graph(base, "text", lambda dest: export_text(text, dest), folder)}
+    for kind, identity in (("image", image.identity), ("text", base)):
+        if runtimes.shipped_graph(identity, kind, folder) != graphs[kind]:
+            raise RuntimeError(f"the {kind} graph just made in {folder} does not verify as a shipped graph")
+
+    pixels = np.random.default_rng(0).integers(0, 256, (2, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
+    got = runtimes.session(graphs["image"]).run(None, {"pixels": runtimes.normalise(pixels, image.mean, image.std)})
+    expected = [image.encode(pixels)]
+    captions = ["many planes parked at an airport", "a river"]
+    tok = text.tokenizer(captions, padding=True, truncation=True, max_length=MAX_TOKENS, return_tensors="pt")
+    sess = runtimes.session(graphs["text"])
+    got += sess.run(None, {i.name: tok[i.name].numpy() for i in sess.get_inputs()})
+    with torch.inference_mode():
+        hidden = text.net(**tok, output_hidden_states=True).hidden_states
+    expected += [text.pooled(hidden, tok["attention_mask"], p).numpy() for p in TEXT_OUTPUTS]
+    for a, b in zip(got, expected):
+        if np.abs(a - b).max() > 1e-4 * np.abs(b).max():  # the tolerance tests/core/test_runtime.py holds
+            raise RuntimeError(f"an exported graph disagrees with its PyTorch encoder: {np.abs(a - b).max():.3g}")
+    return [f for g in graphs.values() for f in (g, runtimes.sidecar(g))]
 
 
 def _on_onnx(make, runtime: str | None):

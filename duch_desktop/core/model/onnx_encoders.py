@@ -3,7 +3,7 @@ versions in :mod:`encoders`, from graphs exported from the same weights (:mod:`r
 
 :mod:`encoders` makes these (``load_*_encoder(runtime=...)``) and hands them what they cannot
 know without torch: the identity, the input scaling and a factory of the PyTorch encoder to
-export, called only when the graph is not cached yet. Once it is, nothing here imports torch or
+export, called only when no graph is shipped or cached yet. Once it is, nothing here imports torch or
 transformers: images are scaled with :func:`runtime.normalise` exactly as on torch, texts are
 tokenized by the ``tokenizers`` library from the model's own ``tokenizer.json`` (what
 transformers' fast tokenizer runs too). The text graph outputs both poolings (``last1``,
@@ -20,19 +20,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from ..jobs import UserError
 from . import runtime
 
 TEXT_OUTPUTS = ("last1", "last4")  # the poolings of :mod:`encoders`, in the text graph's output order
-
-
-def _open_session(identity: str, kind: str, export, cache_dir):
-    """A session on the cached graph; a graph onnxruntime rejects is exported once more."""
-    runtime.onnxruntime()  # fail on a missing onnxruntime before spending a minute on an export
-    path = runtime.cached_graph(identity, kind, export, cache_dir)
-    try:
-        return runtime.session(path)
-    except Exception:  # noqa: BLE001 - onnxruntime raises its own types for damaged protobufs
-        return runtime.session(runtime.cached_graph(identity, kind, export, cache_dir, rebuild=True))
 
 
 class OnnxImageEncoder:
@@ -45,7 +36,8 @@ class OnnxImageEncoder:
     def __init__(self, identity: str, input_size: int, mean: np.ndarray, std: np.ndarray,
                  torch_encoder: Callable[[], object], cache_dir: str | os.PathLike | None = None):
         self.identity, self.input_size, self.mean, self.std = identity, input_size, mean, std
-        self._session = _open_session(identity, "image", lambda dest: export_image(torch_encoder(), dest), cache_dir)
+        self._session = runtime.open_session(identity, "image", lambda dest: export_image(torch_encoder(), dest),
+                                             cache_dir)
         self._input = self._session.get_inputs()[0].name
         dim = self._session.get_outputs()[0].shape[-1]
         self.dim = dim if isinstance(dim, int) else len(self.encode(np.zeros((1, input_size, input_size, 3),
@@ -80,7 +72,8 @@ class OnnxTextEncoder:
         pad = self._cut.padding or {}
         self._cut.enable_padding(pad_id=pad.get("pad_id", 0), pad_token=pad.get("pad_token", "[PAD]"))
         # The graph holds both poolings, so one file (keyed without the pooling tag) serves both.
-        self._session = _open_session(graph_key, "text", lambda dest: export_text(torch_encoder(), dest), cache_dir)
+        self._session = runtime.open_session(graph_key, "text", lambda dest: export_text(torch_encoder(), dest),
+                                             cache_dir)
         self._inputs = [i.name for i in self._session.get_inputs()]
         self._output = [o.name for o in self._session.get_outputs()].index(pooling)
         dim = self._session.get_outputs()[self._output].shape[-1]
@@ -137,6 +130,11 @@ def _quiet_export():
 
 
 def _export(module, args: tuple, dest: Path, inputs: list[str], outputs: list[str], dynamic: dict) -> None:
+    try:
+        import onnxscript  # noqa: F401 - torch.onnx's exporter; the PyInstaller bundle ships graphs instead
+    except ImportError as e:
+        raise UserError("no ONNX graph of this encoder is shipped or cached, and the ONNX exporter is not "
+                        "installed (pip install onnx onnxscript)") from e
     import torch
 
     with _quiet_export(), torch.inference_mode(False), torch.no_grad():

@@ -15,6 +15,13 @@ downloaded), one file per encoder identity and exporter version, beside a JSON s
 both and the graph's SHA-256. A graph whose sidecar is missing, names something else or does not
 match the bytes is exported again. Exports run under an exclusive file lock and are written to a
 temporary file renamed into place, so processes starting together never see half a graph.
+
+An installation may also ship graphs, read-only, in ``resources/onnx`` (the PyInstaller bundle
+does: it holds onnxruntime but not the exporter, see packaging/README.md). They are looked up
+first and checked like cached ones (identity, kind, SHA-256), but keyed by identity, kind and
+:data:`EXPORT_FORMAT` only: the exporter's versions are those of the build machine, and an
+installation without the exporter could never match them. A shipped graph that is missing, does
+not verify or that onnxruntime rejects is passed over for the user cache; it is never written.
 """
 from __future__ import annotations
 
@@ -30,7 +37,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from ..files import atomic_path, file_sha256, unlink_quietly, user_cache, write_text_atomic
+from ..files import atomic_path, file_sha256, resources_dir, unlink_quietly, user_cache, write_text_atomic
 from ..jobs import UserError
 
 RUNTIMES = ("auto", "onnx", "torch")
@@ -38,6 +45,11 @@ HELP = ("what runs the encoders: onnx (ONNX Runtime, CPU), torch, or auto (defau
         "CUDA GPU; $DUCH_RUNTIME overrides). Codes do not depend on it")
 # Part of every graph's key: bump when the exported wrappers change what a graph computes.
 EXPORT_FORMAT = 1
+# onnxruntime's intra-op threads spin while they wait for work by default, burning the cores the
+# decoding process needs while indexing (and those of anything else running). Sleeping instead
+# indexed 16 % faster (47.3 against 40.6 tiles/s, each round faster; the bare forward 91 against 72)
+# on 320 UCM tiles, 2 cores shared at load 2.5-3.4 (benchmarks/bench_index.py --spinning, 2026-12-02).
+INTRA_OP_SPINNING = False
 log = logging.getLogger("duch_desktop")
 _default: str | None = None
 _threads: int | None = None
@@ -104,14 +116,41 @@ def onnxruntime():
     return ort
 
 
-def describe(runtime: str | None = None, device: str | None = None) -> str:
-    """What the default encoders run on with ``runtime``, e.g. ``onnx (onnxruntime 1.32.0, CPU, 2 threads)``."""
+def describe(runtime: str | None = None, device: str | None = None, exportable: bool = True) -> str:
+    """What loading an encoder on ``runtime`` would run it on, e.g. ``onnx (onnxruntime 1.32.0, CPU,
+    2 threads)``; ``exportable`` as for :func:`choose` (the default encoders are). Under auto, an
+    onnxruntime that cannot be imported means torch, as it will when the encoders load."""
     try:
-        kind = choose(runtime, device, exportable=True)
+        kind = choose(runtime, device, exportable)
     except UserError as e:
         return str(e)
     if kind == "onnx":
-        return f"onnx (onnxruntime {_version('onnxruntime')}, CPU, {cpu_threads()} threads)"
+        try:
+            onnxruntime()
+        except UserError as e:
+            if check_runtime(runtime or default_runtime()) != "auto":
+                return str(e)
+            return f"{_torch_text(device)}, onnxruntime unavailable"
+        return _onnx_text()
+    return _torch_text(device)
+
+
+def describe_encoder(encoder) -> str | None:
+    """What a loaded encoder really runs on (one that fell back from onnx says torch); None for an
+    encoder that names no runtime (a plug-in's, a test's)."""
+    kind = getattr(encoder, "runtime", None)
+    if kind == "onnx":
+        return _onnx_text()
+    if kind == "torch":
+        return _torch_text(str(getattr(encoder, "device", None) or "cpu"))
+    return None
+
+
+def _onnx_text() -> str:
+    return f"onnx (onnxruntime {_version('onnxruntime')}, CPU, {cpu_threads()} threads)"
+
+
+def _torch_text(device: str | None) -> str:
     return f"torch ({_version('torch')}, {device or ('cuda' if cuda_available() else 'cpu')})"
 
 
@@ -139,7 +178,28 @@ def session(path: Path):
     opts.intra_op_num_threads = cpu_threads()
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3  # onnxruntime's warnings about unused initialisers are noise here
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if INTRA_OP_SPINNING else "0")
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def open_session(identity: str, kind: str, export: Callable[[Path], None],
+                 cache_dir: str | os.PathLike | None = None):
+    """A session on the graph of the ``kind`` encoder ``identity``: the shipped one when it verifies
+    and loads, else the cached one, exported with ``export(temp path)`` when missing, stale or
+    damaged, and exported once more when onnxruntime rejects it."""
+    onnxruntime()  # fail on a missing onnxruntime before spending a minute on an export
+    shipped = shipped_graph(identity, kind)
+    if shipped is not None:
+        try:
+            return session(shipped)
+        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own types for damaged protobufs
+            log.warning("onnxruntime cannot load the shipped graph %s (%s): using the user cache", shipped.name,
+                        (str(e).strip().splitlines() or [type(e).__name__])[0])
+    path = cached_graph(identity, kind, export, cache_dir)
+    try:
+        return session(path)
+    except Exception:  # noqa: BLE001 - as above
+        return session(cached_graph(identity, kind, export, cache_dir, rebuild=True))
 
 
 def normalise(images: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
@@ -166,25 +226,54 @@ def default_graph_dir() -> Path:
     return user_cache("onnx")
 
 
+def shipped_graph_dir() -> Path:
+    """The read-only graphs an installation ships (``resources/onnx``, beside the default model)."""
+    return resources_dir() / "onnx"
+
+
+def _file_name(identity: str, kind: str, key: list) -> str:
+    digest = hashlib.sha256(json.dumps([kind, identity, *key]).encode()).hexdigest()[:16]
+    return f"{kind}-{re.sub(r'[^A-Za-z0-9._-]+', '_', identity)[:48]}-{digest}.onnx"
+
+
 def graph_path(identity: str, kind: str, cache_dir: str | os.PathLike | None = None) -> Path:
     """Where the graph of the ``kind`` ("image"/"text") encoder ``identity`` is cached."""
-    key = hashlib.sha256(json.dumps([kind, identity, exporter_version()]).encode()).hexdigest()[:16]
-    name = re.sub(r"[^A-Za-z0-9._-]+", "_", identity)[:48]
-    return Path(cache_dir or default_graph_dir()) / f"{kind}-{name}-{key}.onnx"
+    return Path(cache_dir or default_graph_dir()) / _file_name(identity, kind, [exporter_version()])
 
 
-def _sidecar(path: Path) -> Path:
+def shipped_graph_path(identity: str, kind: str, folder: str | os.PathLike | None = None) -> Path:
+    """Where a shipped graph of the ``kind`` encoder ``identity`` lies in ``folder`` (default:
+    :func:`shipped_graph_dir`); keyed without the exporter's versions (see the module's notes)."""
+    return Path(folder or shipped_graph_dir()) / _file_name(identity, kind, [EXPORT_FORMAT])
+
+
+def sidecar(path: Path) -> Path:
+    """The JSON file beside a graph naming what it is (identity, kind, exporter, format, SHA-256)."""
     return path.with_suffix(".json")
 
 
-def graph_is_valid(path: Path, identity: str, kind: str) -> bool:
-    """True when ``path`` holds the complete graph its sidecar describes, for this identity and exporter."""
+def graph_is_valid(path: Path, identity: str, kind: str, shipped: bool = False) -> bool:
+    """True when ``path`` holds the complete graph its sidecar describes, for this identity and
+    exporter (``shipped``: for this identity and :data:`EXPORT_FORMAT`, whatever exported it)."""
     try:
-        meta = json.loads(_sidecar(path).read_text())
-        return (meta.get("identity") == identity and meta.get("kind") == kind
-                and meta.get("exporter") == exporter_version() and meta.get("sha256") == file_sha256(path))
+        meta = json.loads(sidecar(path).read_text())
+        made_here = meta.get("format") == EXPORT_FORMAT if shipped else meta.get("exporter") == exporter_version()
+        return (meta.get("identity") == identity and meta.get("kind") == kind and made_here
+                and meta.get("sha256") == file_sha256(path))
     except (OSError, ValueError, AttributeError):
         return False
+
+
+def shipped_graph(identity: str, kind: str, folder: str | os.PathLike | None = None) -> Path | None:
+    """The shipped graph of the ``kind`` encoder ``identity`` when there is one and it verifies;
+    else None (one that is there but does not verify says so in one log line)."""
+    path = shipped_graph_path(identity, kind, folder)
+    if not path.exists() and not sidecar(path).exists():
+        return None
+    if graph_is_valid(path, identity, kind, shipped=True):
+        return path
+    log.warning("the shipped ONNX graph %s does not verify (damaged or incomplete): using the user cache", path.name)
+    return None
 
 
 @contextlib.contextmanager
@@ -209,7 +298,16 @@ def cached_graph(identity: str, kind: str, export: Callable[[Path], None],
 
     ``rebuild``: export again even when the file looks valid (onnxruntime could not load it).
     """
-    path = graph_path(identity, kind, cache_dir)
+    return _graph_at(graph_path(identity, kind, cache_dir), identity, kind, export, rebuild)
+
+
+def ship_graph(identity: str, kind: str, export: Callable[[Path], None], folder: str | os.PathLike) -> Path:
+    """Build time: the graph of an encoder in ``folder``, a shipped-graphs folder to be; one there
+    already is kept only when this exporter made it."""
+    return _graph_at(shipped_graph_path(identity, kind, folder), identity, kind, export, False)
+
+
+def _graph_at(path: Path, identity: str, kind: str, export: Callable[[Path], None], rebuild: bool) -> Path:
     if not rebuild and graph_is_valid(path, identity, kind):
         return path
     try:
@@ -225,6 +323,7 @@ def cached_graph(identity: str, kind: str, export: Callable[[Path], None],
         log.info("preparing the ONNX graph of %s (once per install, about a minute)", identity)
         with atomic_path(path) as tmp:
             export(Path(tmp))
-            meta = {"identity": identity, "kind": kind, "exporter": exporter_version(), "sha256": file_sha256(Path(tmp))}
-        write_text_atomic(_sidecar(path), json.dumps(meta, indent=1))
+            meta = {"identity": identity, "kind": kind, "exporter": exporter_version(), "format": EXPORT_FORMAT,
+                    "sha256": file_sha256(Path(tmp))}
+        write_text_atomic(sidecar(path), json.dumps(meta, indent=1))
     return path
