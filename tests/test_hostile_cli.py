@@ -284,6 +284,29 @@ def _children(pid: int) -> list[int]:
     return out
 
 
+def _decoder(pid: int) -> bool:
+    """Whether ``pid`` has a decoding process: a forked Python child that stays one for a moment (a
+    subprocess a library starts, e.g. ldconfig, is a Python fork too until it execs)."""
+    import os
+    import time
+
+    def pythons() -> set[int]:
+        out = set()
+        for c in _children(pid):
+            try:
+                if os.readlink(f"/proc/{c}/exe") == os.readlink(f"/proc/{pid}/exe"):
+                    out.add(c)
+            except OSError:
+                pass
+        return out
+
+    first = pythons()
+    if not first:
+        return False
+    time.sleep(0.3)
+    return bool(first & pythons())
+
+
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc to see the decoding process")
 def test_ctrl_c_acts_during_a_long_decode(case):
     import os
@@ -293,16 +316,18 @@ def test_ctrl_c_acts_during_a_long_decode(case):
 
     from tests.hostile import write_tiff_bomb
 
-    write_tiff_bomb(case.folder / "bomb.tif")
+    # Large blocks: the tiny encoder reads a 32 px decimation, which samples at most 32 x 32 blocks,
+    # so only the cost of each block makes the decode long (~13 s here; 512 px blocks took < 1 s).
+    write_tiff_bomb(case.folder / "bomb.tif", size=65536, block=2048)
     repo = str(Path(__file__).resolve().parents[1])
     proc = subprocess.Popen([sys.executable, "-c", CTRL_C_SCRIPT.format(repo=repo), "index", str(case.folder),
                              "--index-dir", str(case.index), "--workers", "0", "--max-decode-gb", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + CASE_TIMEOUT_S
-        while not _children(proc.pid) and time.monotonic() < deadline:  # the decoding process
+        while not _decoder(proc.pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        time.sleep(0.5)  # well inside the bomb's decode (it takes tens of seconds)
+        time.sleep(0.5)  # well inside the bomb's decode
         os.kill(proc.pid, signal.SIGINT)
         sent = time.monotonic()
         _, err = proc.communicate(timeout=CASE_TIMEOUT_S)
