@@ -86,18 +86,18 @@ def _common(p: argparse.ArgumentParser) -> None:
     r.add_argument("--recipe", choices=tuple(RECIPES), default="paper",
                    help="paper: the paper's options and loss terms (default); contrastive: the shipped model's, "
                         "for large collections with many distinct captions (image-text NT-Xent at temperature "
-                        "0.2, feature noise, no intra-modal/adversarial/balance terms; docs/rsicd.md). The "
-                        "options below change single values of it")
-    r.add_argument("--temperature", type=float, help="NT-Xent temperature (default 1.0)")
-    r.add_argument("--lr", type=float, help="Adam learning rate of the heads (default 1e-4)")
-    r.add_argument("--hidden", type=int, help="hidden width of both heads (default 4096)")
+                        "0.2, image-image at 0.3, feature noise, no text-text/adversarial/balance terms; "
+                        "docs/rsicd.md). The options below change single values of it")
+    r.add_argument("--temperature", type=float, help="NT-Xent temperature (paper 1.0, contrastive 0.2)")
+    r.add_argument("--lr", type=float, help="Adam learning rate of the heads (paper 1e-4, contrastive 1e-3)")
+    r.add_argument("--hidden", type=int, help="hidden width of both heads (paper 4096, contrastive 2048)")
     r.add_argument("--image-noise", type=float, help="Gaussian noise on image features, in units of their "
-                   "per-dimension std (default 0)")
+                   "per-dimension std (paper 0, contrastive 0.1)")
     r.add_argument("--views", help="image views to extract for collections of up to 3000 tiles, comma-separated, "
                    "'orig' first (default: orig,rot,blur,crop,zoomout,colour,zoomfar,recolour); larger ones use 'orig' only")
     r.add_argument("--select-by", choices=("nt-xent", "pair-mrr"), help="label-free held-out score that picks the "
-                   "epoch: image-text NT-Xent (default) or the own-pair Hamming MRR")
-    r.add_argument("--intra-image", type=float, help="weight of the image-image NT-Xent term (default 1; 0 skips "
+                   "epoch: image-text NT-Xent (paper) or the own-pair Hamming MRR (contrastive)")
+    r.add_argument("--intra-image", type=float, help="weight of the image-image NT-Xent term (paper 1, contrastive 0.3; 0 skips "
                    "the second image pass)")
 
 
