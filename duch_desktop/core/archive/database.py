@@ -276,12 +276,14 @@ class Database:
         return ({t for (t,) in conn.execute("SELECT text FROM captions")},
                 conn.execute("SELECT id, text FROM captions WHERE code IS NULL").fetchall())
 
-    def put_caption(self, caption_id: int | None, text: str, source: str, code: bytes) -> None:
-        """Insert a caption (``caption_id`` None) or set the code of an existing one."""
-        if caption_id is None:
-            self.connection().execute("INSERT INTO captions(text, source, code) VALUES(?, ?, ?)", (text, source, code))
-        else:
-            self.connection().execute("UPDATE captions SET code = ? WHERE id = ?", (code, caption_id))
+    def put_captions(self, rows: Sequence[tuple[int | None, str, str | None, bytes]]) -> None:
+        """Insert captions (``(None, text, source, code)``) and set the codes of existing ones
+        (``(id, text, source, code)``); in one statement each, as a model's bank holds ~25,000."""
+        conn = self.connection()
+        conn.executemany("INSERT INTO captions(text, source, code) VALUES(?, ?, ?)",
+                         [(text, source, code) for cid, text, source, code in rows if cid is None])
+        conn.executemany("UPDATE captions SET code = ? WHERE id = ?",
+                         [(code, cid) for cid, text, source, code in rows if cid is not None])
 
     def move_file(self, old_rel_bytes: bytes, rel: str, rel_bytes: bytes, size: int, mtime_ns: int) -> None:
         self.connection().execute("UPDATE tiles SET rel = ?, rel_bytes = ?, size = ?, mtime_ns = ? WHERE rel_bytes = ?",

@@ -265,8 +265,7 @@ class Indexer:
         encoded = yield from encode_texts(self.model, self.encoders.text, todo)
         bank.update(zip(todo, encoded))
         with db.transaction():
-            for cid, text, source in work:
-                db.put_caption(cid, text, source, bank[text].tobytes())
+            db.put_captions([(cid, text, source, bank[text].tobytes()) for cid, text, source in work])
             if work:
                 db.bump("captions")
             db.set_meta("captions_fingerprint", fp)
