@@ -13,15 +13,18 @@ from types import SimpleNamespace
 from typing import Any, Callable
 
 from PySide6.QtCore import Signal
-from PySide6.QtWidgets import (QDialog, QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QProgressBar,
-                               QPushButton, QSpinBox, QWidget)
+from PySide6.QtWidgets import (QComboBox, QDialog, QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit,
+                               QProgressBar, QPushButton, QSpinBox, QWidget)
 
 from duch_desktop.core.jobs import Job, Progress, UserError
 from duch_desktop.core.model.inference import check_bits
+from duch_desktop.core.training.job import RECIPES
 
 from .panels import format_duration, vbox
 from .workers import JobWorker
 
+RECIPE_LABELS = {"paper": "paper (DUCH's loss terms; small caption sets)",
+                 "contrastive": "contrastive (the shipped model's; many distinct captions)"}
 SHOWN_LOSSES = ("inter", "intra_image", "intra_text")  # the NT-Xent terms; the total includes the rest
 STAGES = {"image features": "Extracting image features (the slow part; cached for later runs)",
           "text features": "Encoding the captions", "features": "Extracting features",
@@ -45,8 +48,8 @@ def default_encoders() -> tuple:
     return load_image_encoder(None, None), load_text_encoder(None, None, pooling=DEFAULT_TEXT_POOLING)
 
 
-def train_options(folder: str, captions: str, bits: int, epochs: int, out: str) -> SimpleNamespace:
-    """``duch train FOLDER --captions FILE --bits B --epochs E --out DIR`` as the job takes it;
+def train_options(folder: str, captions: str, bits: int, epochs: int, out: str, recipe: str = "paper") -> SimpleNamespace:
+    """``duch train FOLDER --captions FILE --bits B --epochs E --out DIR --recipe R`` as the job takes it;
     UserError (the CLI's words) for values it would refuse."""
     folder_path = Path(folder).expanduser()
     if not folder or not folder_path.is_dir():
@@ -59,7 +62,7 @@ def train_options(folder: str, captions: str, bits: int, epochs: int, out: str) 
     return SimpleNamespace(source=folder_path, captions=Path(captions).expanduser() if captions else None,
                            bits=int(bits), epochs=int(epochs), out=Path(out).expanduser(), all_images=False,
                            fp16=True, image_encoder=None, text_encoder=None, text_pooling=None, cache_dir=None,
-                           device=None, seed=42, workers=1)
+                           device=None, seed=42, workers=1, recipe=recipe)
 
 
 def progress_line(event: Progress, started: float, now: float | None = None) -> str:
@@ -107,14 +110,23 @@ class TrainDialog(QDialog):
         self.bits.setSingleStep(8)
         self.bits.setValue(64)
         self.bits.setSuffix(" bits")
+        self.recipe = QComboBox()
+        for name, label in RECIPE_LABELS.items():
+            self.recipe.addItem(label, name)
+        self.recipe.setToolTip("paper: the DUCH paper's loss terms and options. contrastive: the shipped model's, "
+                               "for large collections with many distinct captions (docs/rsicd.md)")
         self.epochs = QSpinBox()
         self.epochs.setRange(1, 10000)
-        self.epochs.setValue(100)
+        self.epochs.setValue(RECIPES["paper"]["epochs"])
+        # Each recipe has its own number of epochs (the user may still change it afterwards).
+        self.recipe.currentIndexChanged.connect(
+            lambda _i: self.epochs.setValue(RECIPES[self.recipe.currentData()]["epochs"]))
         self.out = QLineEdit(out_dir)
         form = QFormLayout()
         form.addRow("Tiles:", _with_browse(self.folder, lambda: self._browse_dir(self.folder, "Folder of tiles")))
         form.addRow("Captions file:", _with_browse(self.captions, self._browse_captions))
         form.addRow("Code length:", self.bits)
+        form.addRow("Recipe:", self.recipe)
         form.addRow("Epochs:", self.epochs)
         form.addRow("Save the model in:", _with_browse(self.out, lambda: self._browse_dir(self.out, "Output folder")))
         intro = QLabel("DUCH learns from image–caption pairs, without class labels. Give a folder of tiles and a "
@@ -151,7 +163,7 @@ class TrainDialog(QDialog):
             return False
         try:
             options = train_options(self.folder.text().strip(), self.captions.text().strip(), self.bits.value(),
-                                    self.epochs.value(), self.out.text().strip())
+                                    self.epochs.value(), self.out.text().strip(), self.recipe.currentData())
         except UserError as e:
             self._say(f"Cannot train: {e}.", error=True)
             return False
@@ -214,7 +226,7 @@ class TrainDialog(QDialog):
         self._set_running(False)
 
     def _set_running(self, on: bool) -> None:
-        for w in (self.folder, self.captions, self.bits, self.epochs, self.out, self.train_button):
+        for w in (self.folder, self.captions, self.bits, self.recipe, self.epochs, self.out, self.train_button):
             w.setEnabled(not on)
         self.bar.setVisible(on or self.bar.isVisible())
         self.cancel_button.setText("Cancel" if on else "Close")

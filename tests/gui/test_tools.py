@@ -45,6 +45,9 @@ def test_train_a_model_in_the_app_and_use_it(qtbot, make_window, archive_options
     assert dialog.isVisible() and dialog.folder.text() == str(tile_folder)
     dialog.captions.setText(str(all_captions))
     dialog.bits.setValue(16)
+    assert dialog.recipe.currentData() == "paper" and dialog.epochs.value() == 100
+    dialog.recipe.setCurrentIndex(dialog.recipe.findData("contrastive"))
+    assert dialog.epochs.value() == 40  # the recipe's own
     dialog.epochs.setValue(3)
     dialog.out.setText(str(tmp_path / "my-model"))
     lines = []
@@ -54,8 +57,10 @@ def test_train_a_model_in_the_app_and_use_it(qtbot, make_window, archive_options
         dialog.worker.progress.connect(lambda _e: lines.append(dialog.status.text()))
     assert any(line.startswith("Training · epoch ") and "loss " in line for line in lines), lines
     assert dialog.status.text().startswith(f"Saved the model in {tmp_path / 'my-model'} (16 bits")
-    assert DuchModel.load(tmp_path / "my-model").bits == 16 and sig.args[0]["bits"] == 16
-    assert (tmp_path / "my-model" / "captions.json").is_file()
+    trained = DuchModel.load(tmp_path / "my-model")
+    assert trained.bits == 16 and sig.args[0]["bits"] == 16
+    assert trained.meta["train_config"]["temperature"] == 0.2 and trained.meta["train_config"]["epochs"] == 3
+    assert (tmp_path / "my-model" / "captions.json").is_file() and list((tmp_path / "my-model").glob("captions-*.npy"))
     qtbot.waitUntil(lambda: dialog.worker is None, timeout=5000)
     assert dialog.use_button.isVisible() and dialog.train_button.isEnabled()
 
