@@ -39,7 +39,7 @@ def parse_set(items: list[str]) -> dict:
     out = {}
     for item in items:
         k, v = item.split("=", 1)
-        out[k] = {"int": int, "float": float, "str": str}[types[k]](v)
+        out[k] = {"int": int, "float": float, "str": str, "bool": lambda t: t.lower() in ("1", "true", "yes")}[types[k]](v)
     return out
 
 
