@@ -1,8 +1,8 @@
 """The caption archive's texts: captions files, and the model bundle's caption bank.
 
 A bundle's ``captions.json`` (its caption bank) is encoded once per model (by ``duch train``, into
-the bundle; else by the first index, into the user cache dir), not once per index; the user's own captions (``duch index --captions FILE``) are
-encoded by each run that is given them.
+the bundle; else by the first index, into the user cache dir), not once per index; the user's own
+captions (``duch index --captions FILE``) are encoded by each run that is given them.
 """
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def read_caption_texts(path: Path) -> list[str]:
     Accepted: a JSON list of strings, or anything :func:`datasets.load_captions_file` reads
     (CSV ``file,caption``, JSON ``{file: [captions]}``, Karpathy-style JSON).
     """
-    from ..training.datasets import clean_caption, load_captions_file
+    from ..training.datasets import distinct_captions, load_captions_file
 
     path = Path(path)
     try:
@@ -58,7 +58,5 @@ def read_caption_texts(path: Path) -> list[str]:
     except (OSError, ValueError):
         data = None  # let load_captions_file produce the plain-sentence error
     if isinstance(data, list) and all(isinstance(t, str) for t in data):
-        texts = [clean_caption(t) for t in data]
-    else:
-        texts = [c for caps in load_captions_file(path).values() for c in caps]
-    return list(dict.fromkeys(t for t in texts if t))
+        return distinct_captions(data)
+    return distinct_captions(c for caps in load_captions_file(path).values() for c in caps)

@@ -48,6 +48,12 @@ def clean_caption(text: str) -> str:
     return re.sub(r"\s+([.,;!?])", r"\1", " ".join(str(text).split()))
 
 
+def distinct_captions(texts) -> list[str]:
+    """``texts`` cleaned (:func:`clean_caption`), without empty ones and repeats, in first-seen order:
+    a caption bank as ``duch train`` writes it and an index reads it back."""
+    return list(dict.fromkeys(c for c in map(clean_caption, texts) if c))
+
+
 def is_ucm_folder(root: Path) -> bool:
     """A captioned collection: ``captions.json`` (Karpathy-style) beside an ``images/`` folder."""
     return (Path(root) / UCM_CAPTIONS).is_file() and (Path(root) / "images").is_dir()

@@ -109,7 +109,7 @@ def train_job(args, image_encoder, text_encoder) -> Job[dict]:
     from ..research.captioned import collection_features
     from ..research.evaluate import score_model
     from .augment import training_texts
-    from .datasets import clean_caption
+    from .datasets import distinct_captions
     from .features import extract_image_features, extract_text_features
     from .trainer import TrainingData, train
 
@@ -150,7 +150,7 @@ def train_job(args, image_encoder, text_encoder) -> Job[dict]:
     model.save(args.out, fp16=args.fp16)
     # As an index reads the bank back (archive.captions.read_caption_texts), so that the codes made
     # here are the ones it looks for.
-    captions = list(dict.fromkeys(c for c in map(clean_caption, captions) if c))
+    captions = distinct_captions(captions)
     write_text_atomic(Path(args.out) / "captions.json", json.dumps(captions, ensure_ascii=False, indent=0))
     # The bank's codes ship in the bundle: else every first index of this model encodes them (a
     # minute for UCM + RSICD's 24,912 captions) before its first tile.
