@@ -2,8 +2,9 @@
 
 Each round runs in its own process (so peak RSS is that runtime's): it loads the image encoder
 on one runtime, times the bare model forward on already-decoded tiles, then indexes the folder
-from scratch (decode + encode + hash + commit). An untimed warm-up run first puts the model's
-caption bank into the user cache, so that no timed round pays for encoding it. Rounds alternate
+from scratch (decode + encode + hash + commit). An untimed warm-up run comes first (files into the
+OS cache, the ONNX graphs exported if none are cached; a model whose bundle lacks its caption codes
+gets them into the user cache), so that no timed round pays for a one-off. Rounds alternate
 over the same tiles, the order reversed every other round (torch, onnx, onnx, torch...) so that a
 machine getting busier or quieter favours neither; the figures are medians per runtime (each
 round's too), the ratio is onnx / torch from the same run, with the load average beside them (the
