@@ -72,6 +72,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-encoder", help="'efficientnet-lite0' (default) or a local Hugging Face vision model folder")
+    p.add_argument("--image-pooling", metavar="TAPS",
+                   help="EfficientNet-Lite0 layers the image features average: head+b15+b14+b10 (default: the head "
+                        "beside three inner blocks), head (the head alone, as the paper's kind of model and "
+                        "models before the option); any 'head' followed by +-joined blocks of b4, b7, b10, b12, "
+                        "b14, b15")
     p.add_argument("--text-encoder", help="'all-MiniLM-L6-v2' (default) or a local BERT-like model folder")
     p.add_argument("--text-pooling", choices=("last1", "last4"),
                    help="token embeddings the text encoder averages: last1 = its last layer (default; the "
@@ -103,17 +108,23 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def _encoders(args, model=None):
     """The encoders the options name; with ``model``, options left out follow what it was trained on."""
-    from .core.model.encoders import (DEFAULT_TEXT_POOLING, encoder_spec_from_identity, load_image_encoder,
-                                load_text_encoder, pooling_from_identity)
+    from .core.model.encoders import (DEFAULT_IMAGE_ENCODER, DEFAULT_TEXT_POOLING, encoder_spec_from_identity,
+                                image_pooling_from_identity, load_image_encoder, load_text_encoder,
+                                pooling_from_identity)
 
     image_spec, text_spec, pooling = args.image_encoder, args.text_encoder, args.text_pooling
+    image_pooling = getattr(args, "image_pooling", None)
     recorded = model.meta.get("text_encoder") if model is not None else None
     if recorded and text_spec is None and not recorded.startswith("hf:"):
         text_spec = encoder_spec_from_identity(recorded)
     if recorded and pooling is None:
         pooling = pooling_from_identity(recorded)
+    recorded = model.meta.get("image_encoder") if model is not None else None
+    if recorded and image_pooling is None and (image_spec or DEFAULT_IMAGE_ENCODER) == DEFAULT_IMAGE_ENCODER \
+            and encoder_spec_from_identity(recorded) == DEFAULT_IMAGE_ENCODER:
+        image_pooling = image_pooling_from_identity(recorded)
     rt = getattr(args, "runtime", None)
-    return (load_image_encoder(image_spec, args.device, runtime=rt),
+    return (load_image_encoder(image_spec, args.device, runtime=rt, pooling=image_pooling),
             load_text_encoder(text_spec, args.device, pooling=pooling or DEFAULT_TEXT_POOLING, runtime=rt))
 
 
@@ -167,7 +178,7 @@ def _evaluate_external(args) -> int:
                               (tenc, model.meta.get("text_encoder"), "text")):
         if ident and have.identity != ident:
             raise UserError(f"the model was trained on {what} features of {ident}, not {have.identity}: "
-                            f"pass --{what}-encoder (and --text-pooling) accordingly")
+                            f"pass --{what}-encoder (and --{what}-pooling) accordingly")
     gs = run_job(generalisation_set(ienc, tenc, args.external, args.queries, args.cache_dir, args.workers))
     report = score_generalisation(model, gs, seed=args.seed)
     section = report_markdown(report)

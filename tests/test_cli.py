@@ -259,15 +259,16 @@ def test_index_without_folder_or_demo_is_a_one_line_user_error(capsys):
 
 
 def test_research_encoders_follow_the_model_unless_told(monkeypatch):
-    """`duch evaluate --external` scores a bundle with the text pooling it was trained with; the
+    """`duch evaluate --external` scores a bundle with the text and image pooling it was trained with; the
     options override it, and without a model the default pooling is used."""
     import argparse
 
     from duch_desktop import cli_research
     from duch_desktop.core.model import encoders
 
-    calls = []
-    monkeypatch.setattr(encoders, "load_image_encoder", lambda spec, device=None, runtime=None: spec)
+    calls, image_calls = [], []
+    monkeypatch.setattr(encoders, "load_image_encoder",
+                        lambda spec, device=None, runtime=None, pooling=None: image_calls.append(pooling) or spec)
     monkeypatch.setattr(encoders, "load_text_encoder",
                         lambda spec, device=None, pooling=None, runtime=None: calls.append((spec, pooling)) or spec)
     args = argparse.Namespace(image_encoder=None, text_encoder=None, text_pooling=None, device=None)
@@ -280,3 +281,11 @@ def test_research_encoders_follow_the_model_unless_told(monkeypatch):
     assert calls == [("all-MiniLM-L6-v2", "last4"), ("all-MiniLM-L6-v2", "last1"),
                      (None, encoders.DEFAULT_TEXT_POOLING), ("all-MiniLM-L6-v2", "last4")]
     assert encoders.DEFAULT_TEXT_POOLING == "last1"
+    # The image pooling follows the bundle the same way: a bundle from before the option pooled the head alone.
+    image_calls.clear()
+    for recorded in ("efficientnet-lite0@0.1.0", "efficientnet-lite0@0.1.0;pool=head+b14"):
+        cli_research._encoders(args, argparse.Namespace(meta={"image_encoder": recorded}))
+    cli_research._encoders(args)
+    cli_research._encoders(argparse.Namespace(**{**vars(args), "image_pooling": "head+b10"}),
+                           argparse.Namespace(meta={"image_encoder": "efficientnet-lite0@0.1.0"}))
+    assert image_calls == ["head", "head+b14", None, "head+b10"]

@@ -112,8 +112,39 @@ def test_default_encoders_load_offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     text = encoders.load_text_encoder(device="cpu")
     image = encoders.load_image_encoder(device="cpu")
-    assert text.dim == 384 and image.dim == 1280
+    assert text.dim == 384 and image.dim == 1904 and image.identity.endswith(";pool=head+b15+b14+b10")
     t = text.encode(["many planes at an airport", "planes parked at the airport", "a forest"])
     cos = t @ t.T / np.outer(np.linalg.norm(t, axis=1), np.linalg.norm(t, axis=1))
     assert cos[0, 1] > cos[0, 2]
-    assert image.encode(np.zeros((1, 224, 224, 3), np.uint8)).shape == (1, 1280)
+    assert image.encode(np.zeros((1, 224, 224, 3), np.uint8)).shape == (1, 1904)
+
+
+def test_image_pooling_names_its_taps_and_is_in_the_identity_unless_it_is_the_head_alone():
+    assert encoders.image_taps("head+b15+b14+b10") == ["head", "b15", "b14", "b10"]
+    for bad in ("b14+head", "head+b14+b14", "head+b3", "", "gap"):
+        with pytest.raises(UserError, match="unknown image pooling"):
+            encoders.image_taps(bad)
+    base = "efficientnet-lite0@0.1.0"
+    assert encoders.with_pooling(base, "head", encoders.PLAIN_IMAGE_POOLING) == base
+    tagged = encoders.with_pooling(base, encoders.DEFAULT_IMAGE_POOLING, encoders.PLAIN_IMAGE_POOLING)
+    assert tagged == base + ";pool=head+b15+b14+b10"
+    assert encoders.image_pooling_from_identity(tagged) == encoders.DEFAULT_IMAGE_POOLING
+    assert encoders.image_pooling_from_identity(base) == "head"   # bundles from before the option
+    assert encoders.encoder_spec_from_identity(tagged) == "efficientnet-lite0"
+
+
+def test_inner_blocks_sit_beside_the_unchanged_head_features():
+    pixels = np.random.default_rng(0).integers(0, 256, (2, 224, 224, 3), dtype=np.uint8)
+    head = encoders.load_image_encoder(device="cpu", runtime="torch", pooling="head")
+    both = encoders.load_image_encoder(device="cpu", runtime="torch", pooling="head+b14")
+    a, b = head.encode(pixels), both.encode(pixels)
+    assert head.identity == encoders.default_image_identity() and both.identity.endswith(";pool=head+b14")
+    assert a.shape == (2, 1280) and b.shape == (2, 1280 + 192) and both.dim == 1472
+    np.testing.assert_allclose(b[:, :1280], a, rtol=1e-5, atol=1e-6)
+    assert np.abs(b[:, 1280:]).max() > 0 and np.abs(b[0, 1280:] - b[1, 1280:]).max() > 0
+
+
+def test_a_local_vision_model_has_no_layer_poolings(tiny_resnet):
+    with pytest.raises(UserError, match="efficientnet-lite0 only"):
+        encoders.load_image_encoder(str(tiny_resnet), "cpu", runtime="torch", pooling="head+b14")
+    assert encoders.load_image_encoder(str(tiny_resnet), "cpu", runtime="torch", pooling="head").dim == 16

