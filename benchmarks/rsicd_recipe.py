@@ -4,7 +4,7 @@
 
 Trains on all of UCM + RSICD except RSICD's val tiles, then scores on those val tiles:
 per-type P@10 with ``tests/data/rsicd_queries.json`` (one query per type, written before any
-scoring) and ``rsicd_queries_b.json`` (a second one, held back during the first recipe review), instance recall (mR) Hamming and float, and the external archive with both query
+scoring), ``rsicd_queries_b.json`` and ``_c.json`` (written later, see docs/rsicd.md), instance recall (mR) Hamming and float, and the external archive with both query
 sets. ``--ucm`` adds the UCM protocol row (train on the UCM split + all of RSICD, mAP@20).
 Features come from the on-disk cache (extract them once with ``duch evaluate`` or ``duch train``).
 """
@@ -31,9 +31,10 @@ from duch_desktop.core.training.trainer import TrainConfig, train
 
 DATA = Path("../shared/data")
 RSICD, UCM, EXTERNAL = DATA / "rsicd", DATA / "ucm", DATA / "external"
-# The first set was written before any scoring; the second after the recipe review of 2026-12-02, held
-# back until then (docs/rsicd.md).
-QUERY_SETS = (Path("tests/data/rsicd_queries.json"), Path("tests/data/rsicd_queries_b.json"))
+# The first set was written before any scoring, the second after the first recipe review (held back
+# until then), the third after the image-pooling review: the one no choice has seen (docs/rsicd.md).
+QUERY_SETS = (Path("tests/data/rsicd_queries.json"), Path("tests/data/rsicd_queries_b.json"),
+              Path("tests/data/rsicd_queries_c.json"))
 
 
 def parse_set(items: list[str]) -> dict:
@@ -59,13 +60,14 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--save", type=Path, help="save the per-type model bundle here")
     ap.add_argument("--only-ucm", action="store_true", help="only the UCM protocol row")
+    ap.add_argument("--image-pooling", help="EfficientNet-Lite0 taps (default: the default pooling; 'head': as before it)")
     args = ap.parse_args()
     cfg = replace(TrainConfig(device="cpu"), **{**RECIPES[args.recipe], **parse_set(args.set)})
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    ienc, tenc = load_image_encoder(None, "cpu"), load_text_encoder(None, "cpu")
+    ienc, tenc = load_image_encoder(None, "cpu", pooling=args.image_pooling), load_text_encoder(None, "cpu")
     ids = (ienc.identity, tenc.identity)
     views = list(DEFAULT_VIEWS) if args.views == "all" else args.views.split(",")
     if args.only_ucm:

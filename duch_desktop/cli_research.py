@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -91,7 +92,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     r.add_argument("--recipe", choices=tuple(RECIPES), default="paper",
                    help="paper: the paper's options and loss terms (default); contrastive: the shipped model's, "
                         "for large collections with many distinct captions (image-text NT-Xent at temperature "
-                        "0.2, image-image at 0.3, feature noise, no text-text/adversarial/balance terms; "
+                        "0.2, feature noise, no image-image/text-text/adversarial/balance terms; "
                         "docs/rsicd.md). The options below change single values of it")
     r.add_argument("--temperature", type=float, help="NT-Xent temperature (paper 1.0, contrastive 0.2)")
     r.add_argument("--lr", type=float, help="Adam learning rate of the heads (paper 1e-4, contrastive 1e-3)")
@@ -102,7 +103,7 @@ def _common(p: argparse.ArgumentParser) -> None:
                    "'orig' first (default: orig,rot,blur,crop,zoomout,colour,zoomfar,recolour); larger ones use 'orig' only")
     r.add_argument("--select-by", choices=("nt-xent", "pair-mrr"), help="label-free held-out score that picks the "
                    "epoch: image-text NT-Xent (paper) or the own-pair Hamming MRR (contrastive)")
-    r.add_argument("--intra-image", type=float, help="weight of the image-image NT-Xent term (paper 1, contrastive 0.3; 0 skips "
+    r.add_argument("--intra-image", type=float, help="weight of the image-image NT-Xent term (paper 1, contrastive 0; 0 skips "
                    "the second image pass)")
 
 
@@ -181,7 +182,9 @@ def _evaluate_external(args) -> int:
                             f"pass --{what}-encoder (and --{what}-pooling) accordingly")
     gs = run_job(generalisation_set(ienc, tenc, args.external, args.queries, args.cache_dir, args.workers))
     report = score_generalisation(model, gs, seed=args.seed)
-    section = report_markdown(report)
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    section = report_markdown(report, levers_link=Path(os.path.relpath(docs / "generalisation.md",
+                                                                       args.out.resolve())).as_posix())
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:

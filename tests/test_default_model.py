@@ -30,7 +30,8 @@ TYPE_QUERIES = {
 def test_shipped_bundle_is_complete_and_small():
     bundle = default_model_dir()
     model = DuchModel.load(bundle)  # verifies the SHA-256 recorded in model.json
-    assert model.bits == 64 and model.image_dim == 1280 and model.text_dim == 384
+    assert model.bits == 64 and model.image_dim == 1904 and model.text_dim == 384
+    assert model.image_encoder.endswith(";pool=head+b15+b14+b10")  # served with the pooling it was trained on
     size = sum(f.stat().st_size for f in bundle.iterdir())
     assert size < 40 * 2**20
     captions = json.loads((bundle / "captions.json").read_text())

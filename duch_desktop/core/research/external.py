@@ -167,8 +167,10 @@ def score_generalisation(model: DuchModel, gs: GeneralisationSet, k: int = 10, s
                "text_encoder": model.meta.get("text_encoder"), "model_fingerprint": model.fingerprint})
 
 
-def report_markdown(r: GeneralisationReport, title: str = "Generalisation: imagery and phrasings never seen") -> str:
-    """The report as a markdown section (per-class table + summary line)."""
+def report_markdown(r: GeneralisationReport, title: str = "Generalisation: imagery and phrasings never seen",
+                    levers_link: str = "generalisation.md") -> str:
+    """The report as a markdown section (per-class table + summary line); ``levers_link``: the path of
+    docs/generalisation.md as seen from the folder the section is written to."""
     lines = [f"## {title}", "",
              f"{r.n_tiles} tiles of {len(r.per_class)} classes from `{r.setup.get('archive')}`, "
              f"{r.n_queries} free-form queries from `{r.setup.get('queries')}`; model: {r.setup.get('bits')} bits, "
@@ -179,7 +181,7 @@ def report_markdown(r: GeneralisationReport, title: str = "Generalisation: image
              f"{r.raw_image_p_at_10:.3f}); random ranking P@10 {r.random_p_at_10:.3f}.", "",
              "Levers tried (text pooling, image views, code length, temperature, …; each trained on the UCM "
              "training split, scored on this set and on a held-back check set of other queries): "
-             "[docs/generalisation.md](generalisation.md).", "",
+             f"[docs/generalisation.md]({levers_link}).", "",
              "| class | queries | P@10 | top-5 hit rate | image→image P@10 |", "|---|---|---|---|---|"]
     for name, c in r.per_class.items():
         lines.append(f"| {name} | {c['n_queries']} | {c['p_at_10']:.3f} | {c['top5_hit_rate']:.3f} | "
