@@ -115,12 +115,13 @@ def _encoders(args, model=None):
 
     image_spec, text_spec, pooling = args.image_encoder, args.text_encoder, args.text_pooling
     image_pooling = getattr(args, "image_pooling", None)
-    recorded = model.meta.get("text_encoder") if model is not None else None
+    # A bundle's encoder identities are DuchModel attributes (not in meta).
+    recorded = getattr(model, "text_encoder", None)
     if recorded and text_spec is None and not recorded.startswith("hf:"):
         text_spec = encoder_spec_from_identity(recorded)
     if recorded and pooling is None:
         pooling = pooling_from_identity(recorded)
-    recorded = model.meta.get("image_encoder") if model is not None else None
+    recorded = getattr(model, "image_encoder", None)
     if recorded and image_pooling is None and (image_spec or DEFAULT_IMAGE_ENCODER) == DEFAULT_IMAGE_ENCODER \
             and encoder_spec_from_identity(recorded) == DEFAULT_IMAGE_ENCODER:
         image_pooling = image_pooling_from_identity(recorded)
@@ -175,8 +176,7 @@ def _evaluate_external(args) -> int:
     load_queries(args.queries, load_labelled_folder(args.external).class_names)  # fail before loading encoders
     model = DuchModel.load(args.model or default_model_dir())
     ienc, tenc = _encoders(args, model)
-    for have, ident, what in ((ienc, model.meta.get("image_encoder"), "image"),
-                              (tenc, model.meta.get("text_encoder"), "text")):
+    for have, ident, what in ((ienc, model.image_encoder, "image"), (tenc, model.text_encoder, "text")):
         if ident and have.identity != ident:
             raise UserError(f"the model was trained on {what} features of {ident}, not {have.identity}: "
                             f"pass --{what}-encoder (and --{what}-pooling) accordingly")

@@ -272,9 +272,9 @@ def test_research_encoders_follow_the_model_unless_told(monkeypatch):
     monkeypatch.setattr(encoders, "load_text_encoder",
                         lambda spec, device=None, pooling=None, runtime=None: calls.append((spec, pooling)) or spec)
     args = argparse.Namespace(image_encoder=None, text_encoder=None, text_pooling=None, device=None)
-    model = argparse.Namespace(meta={"text_encoder": "all-MiniLM-L6-v2@0.1.0"})  # an older bundle: the paper's pooling
+    model = argparse.Namespace(text_encoder="all-MiniLM-L6-v2@0.1.0")  # an older bundle: the paper's pooling
     cli_research._encoders(args, model)
-    model.meta["text_encoder"] = "all-MiniLM-L6-v2@0.1.0;pool=last1"
+    model.text_encoder = "all-MiniLM-L6-v2@0.1.0;pool=last1"
     cli_research._encoders(args, model)
     cli_research._encoders(args)
     cli_research._encoders(argparse.Namespace(**{**vars(args), "text_pooling": "last4"}), model)
@@ -284,8 +284,8 @@ def test_research_encoders_follow_the_model_unless_told(monkeypatch):
     # The image pooling follows the bundle the same way: a bundle from before the option pooled the head alone.
     image_calls.clear()
     for recorded in ("efficientnet-lite0@0.1.0", "efficientnet-lite0@0.1.0;pool=head+b14"):
-        cli_research._encoders(args, argparse.Namespace(meta={"image_encoder": recorded}))
+        cli_research._encoders(args, argparse.Namespace(image_encoder=recorded))
     cli_research._encoders(args)
     cli_research._encoders(argparse.Namespace(**{**vars(args), "image_pooling": "head+b10"}),
-                           argparse.Namespace(meta={"image_encoder": "efficientnet-lite0@0.1.0"}))
+                           argparse.Namespace(image_encoder="efficientnet-lite0@0.1.0"))
     assert image_calls == ["head", "head+b14", None, "head+b10"]

@@ -163,8 +163,8 @@ def score_generalisation(model: DuchModel, gs: GeneralisationSet, k: int = 10, s
                    for t, c, p, h in zip(q_text, q_label, p_at_k, hit)],
         n_tiles=len(data.paths), n_queries=len(q_text),
         setup={"archive": gs.root, "queries": gs.queries_path, "k": k, "seed": seed,
-               "bits": model.bits, "image_encoder": model.meta.get("image_encoder"),
-               "text_encoder": model.meta.get("text_encoder"), "model_fingerprint": model.fingerprint})
+               "bits": model.bits, "image_encoder": model.image_encoder,
+               "text_encoder": model.text_encoder, "model_fingerprint": model.fingerprint})
 
 
 def report_markdown(r: GeneralisationReport, title: str = "Generalisation: imagery and phrasings never seen",
