@@ -4,8 +4,8 @@
 
 Trains on all of UCM + RSICD except RSICD's val tiles, then scores on those val tiles:
 per-type P@10 with ``tests/data/rsicd_queries.json`` (one query per type, written before any
-scoring), ``rsicd_queries_b.json`` and ``_c.json`` (written later, see docs/rsicd.md), instance recall (mR) Hamming and float, and the external archive with both query
-sets. ``--ucm`` adds the UCM protocol row (train on the UCM split + all of RSICD, mAP@20).
+scoring), ``rsicd_queries_b.json`` and ``_c.json`` (written later, see docs/rsicd.md), instance
+recall (mR) Hamming and float, and the external archive with both query sets. ``--ucm`` adds the UCM protocol row (train on the UCM split + all of RSICD, mAP@20).
 Features come from the on-disk cache (extract them once with ``duch evaluate`` or ``duch train``).
 """
 from __future__ import annotations

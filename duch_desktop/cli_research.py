@@ -122,8 +122,7 @@ def _encoders(args, model=None):
     if recorded and pooling is None:
         pooling = pooling_from_identity(recorded)
     recorded = getattr(model, "image_encoder", None)
-    if recorded and image_pooling is None and (image_spec or DEFAULT_IMAGE_ENCODER) == DEFAULT_IMAGE_ENCODER \
-            and encoder_spec_from_identity(recorded) == DEFAULT_IMAGE_ENCODER:
+    if recorded and image_pooling is None and (image_spec or DEFAULT_IMAGE_ENCODER) == DEFAULT_IMAGE_ENCODER:
         image_pooling = image_pooling_from_identity(recorded)
     rt = getattr(args, "runtime", None)
     return (load_image_encoder(image_spec, args.device, runtime=rt, pooling=image_pooling),

@@ -113,9 +113,8 @@ def load_image_encoder_for(identity: str, runtime: str | None = None):
     if enc is None:
         from . import encoders
 
-        spec = encoders.encoder_spec_from_identity(identity)
-        pooling = encoders.image_pooling_from_identity(identity) if spec == encoders.DEFAULT_IMAGE_ENCODER else None
-        enc = encoders.load_image_encoder(spec, runtime=runtime, pooling=pooling)
+        enc = encoders.load_image_encoder(encoders.encoder_spec_from_identity(identity), runtime=runtime,
+                                          pooling=encoders.image_pooling_from_identity(identity))
     return enc
 
 

@@ -189,7 +189,6 @@ class EfficientNetLiteEncoder(_BatchedEncoder):
 
         self.taps = image_taps(pooling)
         self.dim = sum(IMAGE_TAPS[t][1] for t in self.taps)
-        self.pooling = pooling
         weights = default_image_weights()
         try:
             from efficientnet_lite_pytorch import EfficientNet
@@ -203,8 +202,6 @@ class EfficientNetLiteEncoder(_BatchedEncoder):
         self.identity = with_pooling(default_image_identity(), pooling, PLAIN_IMAGE_POOLING)
 
     def _forward(self, x):
-        if self.taps == ["head"]:
-            return self.net.extract_features(x).mean(dim=(2, 3))
         import torch
 
         n, inner = self.net, {IMAGE_TAPS[t][0]: t for t in self.taps[1:]}
@@ -237,8 +234,6 @@ class HFImageEncoder(EfficientNetLiteEncoder):
     Features: ``pooler_output`` flattened when the model has one, else the mean of
     ``last_hidden_state`` over its spatial/token axes.
     """
-
-    pooling = PLAIN_IMAGE_POOLING
 
     def __init__(self, path: str | os.PathLike, device: str | None = None):  # noqa: D107 - no super().__init__
         import torch
