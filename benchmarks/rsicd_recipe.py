@@ -61,13 +61,14 @@ def main() -> None:
     ap.add_argument("--save", type=Path, help="save the per-type model bundle here")
     ap.add_argument("--only-ucm", action="store_true", help="only the UCM protocol row")
     ap.add_argument("--image-pooling", help="EfficientNet-Lite0 taps (default: the default pooling; 'head': as before it)")
+    ap.add_argument("--text-encoder", help="a local BERT-like HF directory instead of the default MiniLM (PyTorch)")
     args = ap.parse_args()
     cfg = replace(TrainConfig(device="cpu"), **{**RECIPES[args.recipe], **parse_set(args.set)})
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    ienc, tenc = load_image_encoder(None, "cpu", pooling=args.image_pooling), load_text_encoder(None, "cpu")
+    ienc, tenc = load_image_encoder(None, "cpu", pooling=args.image_pooling), load_text_encoder(args.text_encoder, "cpu")
     ids = (ienc.identity, tenc.identity)
     views = list(DEFAULT_VIEWS) if args.views == "all" else args.views.split(",")
     if args.only_ucm:
