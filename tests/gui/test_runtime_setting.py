@@ -9,6 +9,7 @@ from duch_desktop.gui.main_window import MainWindow
 
 class _Archive:
     root = "."
+    text_encoder = None  # what the window loads again after a runtime change
 
     def __init__(self):
         self.runtimes = []
