@@ -336,3 +336,39 @@ def test_encoders_describe_what_they_run_on_once_loaded_and_tell_watchers(monkey
     encs.use_runtime("torch")  # drops what was loaded: back to what loading would give
     assert heard == [1, 1]
     assert encs.describe_runtime() == f"{defaults.PLUG_IN} for images; {runtime.describe('torch')} for text"
+
+
+def test_changing_the_runtime_does_not_wait_for_a_load_and_the_stale_encoder_is_not_kept(monkeypatch):
+    """A window changes the runtime while an encoder loads (a first ONNX export takes a minute): the
+    change returns at once, the load in flight still serves its caller, and the next use loads on
+    the new runtime."""
+    import threading
+    from types import SimpleNamespace
+
+    from duch_desktop.core.model import defaults
+
+    started, release, runtimes = threading.Event(), threading.Event(), []
+
+    def slow_load(spec, rt):
+        runtimes.append(rt)
+        if len(runtimes) == 1:
+            started.set()
+            assert release.wait(10)
+        return SimpleNamespace(dim=4, identity=f"loaded on {rt}")
+
+    monkeypatch.setattr(defaults, "load_text_encoder_for", slow_load)
+    model = SimpleNamespace(image_encoder="i", text_encoder="t", image_dim=4, text_dim=4, meta={})
+    encs, got = defaults.Encoders(model, runtime="onnx"), []
+    loader = threading.Thread(target=lambda: got.append(encs.text))
+    loader.start()
+    assert started.wait(10)
+    asked = []
+    window = threading.Thread(target=lambda: (encs.use_runtime("torch"), asked.append(encs.loaded_image)))
+    window.start()
+    window.join(2)
+    assert not window.is_alive(), "changing the runtime (or asking what is loaded) waited for the load in flight"
+    assert asked == [None]
+    release.set()
+    loader.join(10)
+    assert got[0].identity == "loaded on onnx"
+    assert encs.text.identity == "loaded on torch" and runtimes == ["onnx", "torch"]

@@ -140,7 +140,12 @@ class Encoders:
                 check_encoder_dim(enc, dim, kind)
         self._loaded = {"image": image, "text": text}
         self._given = {kind for kind, enc in self._loaded.items() if enc is not None}
+        # Two locks: _lock guards the state and is held only for moments, so that a window changing the
+        # runtime or asking what is loaded never waits; _load_lock makes loads one at a time (a first
+        # use exports an ONNX graph, a minute) and nothing on a GUI thread takes it.
         self._lock = threading.Lock()
+        self._load_lock = threading.Lock()
+        self._generation = 0  # bumped by use_runtime: a load begun before it is returned, not kept
         self._watchers: list[Callable[[], None]] = []
 
     def watch(self, callback: Callable[[], None]) -> None:
@@ -160,6 +165,7 @@ class Encoders:
         Codes do not depend on the runtime, so an index stays valid."""
         with self._lock:
             self.runtime = runtime
+            self._generation += 1
             for kind in self._loaded:
                 if kind not in self._given:
                     self._loaded[kind] = None
@@ -168,12 +174,20 @@ class Encoders:
     def _get(self, kind: str, load):
         with self._lock:
             enc = self._loaded[kind]
-            fresh = enc is None
-            if fresh:
-                enc = load(encoder_spec(self.model, kind), self.runtime)
-                check_encoder_dim(enc, getattr(self.model, f"{kind}_dim"), kind)
-                self._loaded[kind] = enc
-        if fresh:
+        if enc is not None:
+            return enc
+        with self._load_lock:
+            with self._lock:
+                enc, runtime, generation = self._loaded[kind], self.runtime, self._generation
+            if enc is not None:  # another thread loaded it while this one waited
+                return enc
+            enc = load(encoder_spec(self.model, kind), runtime)
+            check_encoder_dim(enc, getattr(self.model, f"{kind}_dim"), kind)
+            with self._lock:
+                kept = generation == self._generation
+                if kept:
+                    self._loaded[kind] = enc
+        if kept:
             self._changed()
         return enc
 
@@ -182,8 +196,8 @@ class Encoders:
         torch says torch), the others as loading them now would; one text when both agree."""
         from . import encoders, runtime
 
-        # No lock: a load holds it for as long as an export takes (a minute), and a window asks.
-        loaded = dict(self._loaded)
+        with self._lock:
+            loaded = dict(self._loaded)
         parts = {}
         for kind, enc in loaded.items():
             spec = encoder_spec(self.model, kind)
