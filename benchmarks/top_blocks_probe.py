@@ -27,12 +27,14 @@ import torch
 
 from duch_desktop.core.jobs import drive
 from duch_desktop.core.model.encoders import IMAGE_TAPS, EfficientNetLiteEncoder, load_image_encoder, load_text_encoder
+from duch_desktop.core.model.bundle import pack_codes
 from duch_desktop.core.model.heads import HashHead
 from duch_desktop.core.model.losses import nt_xent, quantization_loss
 from duch_desktop.core.model.onnx_encoders import OnnxImageEncoder
 from duch_desktop.core.research.captioned import collection_features, recall_at, type_precision, val_captions
 from duch_desktop.core.research.external import load_queries
 from duch_desktop.core.training.features import extract_image_features, extract_text_features
+from duch_desktop.core.training.trainer import TrainingData, pair_retrieval_score
 
 DATA = Path("../shared/data")
 RSICD, UCM = DATA / "rsicd", DATA / "ucm"
@@ -65,10 +67,14 @@ class MapEncoder(EfficientNetLiteEncoder):
 class Top(torch.nn.Module):
     """Blocks 14, 15 and the head conv on a block-13 map -> head + b15 + b14 + b10 pooled (1904).
 
-    ``lower`` runs the frozen part below ``start`` once (its output is what training reads);
-    ``forward`` runs the rest: the part that trains."""
+    Three stages (0: block 14, 1: block 15, 2: head conv); between them a tile is one flat row: the
+    map entering the next stage, then the taps pooled so far (newest first, b10 last). ``lower``
+    runs the frozen stages below ``start`` once (its output is what training reads); ``forward``
+    runs the rest: the part that trains."""
 
     STAGES = ("14", "15", "head", "none")
+    # Per stage: channels of the 7 x 7 map entering it, width of the pooled taps riding along.
+    ENTRY = ((192, 112), (192, 112 + 192), (320, 112 + 192 + 320))
 
     def __init__(self, net, start: str):
         super().__init__()
@@ -76,41 +82,25 @@ class Top(torch.nn.Module):
         self.conv, self.bn, self.swish = copy.deepcopy(net._conv_head), copy.deepcopy(net._bn1), net._swish
         self.start = self.STAGES.index(start)
 
-    def _run(self, x, upto: int):
-        """From a block-13 map (+ pooled b10) through the stages before ``upto``."""
-        m, pooled = x[:, :int(np.prod(MAP))].reshape(-1, *MAP), [x[:, int(np.prod(MAP)):]]
-        if upto > 0:
-            m = self.b14(m)
-            pooled.insert(0, m.mean(dim=(2, 3)) * scale("b14"))
-        if upto > 1:
-            m = self.b15(m)
-            pooled.insert(0, m.mean(dim=(2, 3)) * scale("b15"))
-        if upto > 2:
-            return torch.cat([self.swish(self.bn(self.conv(m))).mean(dim=(2, 3))] + pooled, 1)
+    def _stages(self, x, first: int, last: int):
+        """Run stages ``first`` .. ``last - 1`` on rows entering stage ``first``."""
+        if first == last:
+            return x
+        channels, tail = self.ENTRY[first]
+        m, pooled = x[:, :-tail].reshape(-1, channels, 7, 7), [x[:, -tail:]]
+        for stage in range(first, last):
+            if stage == 2:
+                return torch.cat([self.swish(self.bn(self.conv(m))).mean(dim=(2, 3))] + pooled, 1)
+            block, tap = (self.b14, "b14") if stage == 0 else (self.b15, "b15")
+            m = block(m)
+            pooled.insert(0, m.mean(dim=(2, 3)) * scale(tap))
         return torch.cat([m.flatten(1)] + pooled, 1)
 
     def lower(self, x):
-        return self._run(x, self.start)
+        return self._stages(x, 0, self.start)
 
     def forward(self, x):
-        if self.start == 3:
-            return x
-        m, pooled = x[:, :-self.tail()], x[:, -self.tail():]
-        parts = [pooled]
-        if self.start == 0:
-            m = self.b14(m.reshape(-1, *MAP))
-            parts.insert(0, m.mean(dim=(2, 3)) * scale("b14"))
-            m = m.flatten(1)
-        if self.start <= 1:
-            m = self.b15(m.reshape(-1, 192, 7, 7))
-            parts.insert(0, m.mean(dim=(2, 3)) * scale("b15"))
-            m = m.flatten(1)
-        head = self.swish(self.bn(self.conv(m.reshape(-1, 320, 7, 7)))).mean(dim=(2, 3))
-        return torch.cat([head] + parts, 1)
-
-    def tail(self) -> int:
-        """Width of the pooled taps that ride along below the trained part."""
-        return 112 + (192 if self.start >= 1 else 0) + (320 if self.start >= 2 else 0)
+        return self._stages(x, self.start, 3)
 
 
 class Probe:
@@ -126,20 +116,11 @@ class Probe:
 
     def image_codes(self, feats, packed=True):
         h = self._run(lambda x: self.ihead(self.top(x)), feats)
-        return np.packbits(h > 0, axis=1) if packed else h
+        return pack_codes(h) if packed else h
 
     def text_codes(self, feats, packed=True):
         h = self._run(self.thead, feats)
-        return np.packbits(h > 0, axis=1) if packed else h
-
-
-def pair_mrr(p: Probe, img, txt) -> float:
-    hi, ht = np.sign(p.image_codes(img, False)), np.sign(p.text_codes(txt, False))
-    d = (p.bits - hi @ ht.T) / 2
-    own = np.diag(d)[:, None]
-    r_it = 1 + (d < own).sum(1) + 0.5 * ((d == own).sum(1) - 1)
-    r_ti = 1 + (d.T < own).sum(1) + 0.5 * ((d.T == own).sum(1) - 1)
-    return float(0.5 * (np.mean(1 / r_it) + np.mean(1 / r_ti)))
+        return pack_codes(h) if packed else h
 
 
 def main() -> None:
@@ -195,7 +176,8 @@ def main() -> None:
     print(f"frozen top against the shipped features: max abs difference {np.abs(pooled[:8] - shipped).max():.2e}")
     istd = torch.as_tensor(pooled.std(0))
     tstd = torch.as_tensor(f.text_feats[np.concatenate([texts_of[int(i)] for i in train])].std(0))
-    held_txt = f.text_feats[[texts_of[int(i)][0] for i in held]]
+    # one caption a held-out tile, as the trainer scores its held-out tiles
+    held_data = TrainingData(img[held], f.text_feats[[texts_of[int(i)][0] for i in held]], np.arange(len(held)))
     best, best_state = -1.0, None
     for epoch in range(1, args.epochs + 1):
         t = time.perf_counter()
@@ -216,7 +198,7 @@ def main() -> None:
             loss.backward()
             opt.step()
         ihead.eval(), thead.eval()
-        score = pair_mrr(p, img[held], held_txt)
+        score = pair_retrieval_score(p, held_data)
         print(f"epoch {epoch} loss {loss.item():.3f} held-out pair MRR {score:.4f} ({time.perf_counter() - t:.0f} s)",
               flush=True)
         if score > best:
